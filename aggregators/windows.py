@@ -1,0 +1,179 @@
+"""Event-time tumbling windows with a watermark and grace; the core owns windows, late data and closing.
+
+A reading falls in the window of its event time. A window [start, end) closes once the watermark passes
+end + grace; a reading arriving for an already closed window is *late*: counted, kept raw in the journal,
+and not folded into the (already published) KPI. Daily windows follow the kit's local time zone, so a day is
+23 or 25 hours long across DST changes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from aggregators.kpi import KpiPoint
+from aggregators.stats import counter_delta, coverage, level_stats
+from devices.reading import Reading
+from devices.vocabulary import QUANTITIES
+
+__all__ = ["WindowEngine", "WindowSpec", "parse_duration_ns"]
+
+_NS = {"ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000,
+       "d": 86_400_000_000_000}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+
+
+def parse_duration_ns(text: str) -> int:
+    """'30s', '1m', '15m', '1h', '1d', '250ms' → nanoseconds; ValueError with the accepted forms."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"invalid duration {text!r}: use a number and a unit, e.g. 250ms, 30s, 15m, 1h, 1d")
+    return int(float(m.group(1)) * _NS[m.group(2)])
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """A tumbling window: its label ('1h'), size, completeness rule and coverage slots."""
+
+    label: str
+    size_ns: int
+    min_coverage: float = 0.75  # e.g. 18 of 24 hours for a daily mean
+    slots: int = 60
+    calendar_day: bool = False  # aligned to local midnight (DST-correct) instead of UTC multiples
+
+    @classmethod
+    def parse(cls, label: str, min_coverage: float = 0.75) -> WindowSpec:
+        """Build a spec from '1m', '15m', '1h', '1d'…; slots: 6 per minute, 1 per minute, 1 per hour for days."""
+        size = parse_duration_ns(label)
+        if size >= _NS["d"]:
+            return cls(label, size, min_coverage, slots=24 * size // _NS["d"], calendar_day=size == _NS["d"])
+        if size >= _NS["h"]:
+            slots = size // _NS["m"]
+        elif size >= _NS["m"]:
+            slots = max(1, size // (10 * _NS["s"]))
+        else:
+            slots = max(1, size // _NS["s"])
+        return cls(label, size, min_coverage, slots=int(slots))
+
+
+@dataclass(slots=True)
+class _Bucket:
+    ts: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+
+
+SeriesKey = tuple[str, str, str]  # device_id, quantity, unit
+
+
+class WindowEngine:
+    """Folds readings into open windows and emits KPI points when the watermark closes them."""
+
+    def __init__(self, specs: Iterable[WindowSpec], grace_ns: int, timezone: str = "UTC") -> None:
+        self.specs = tuple(specs)
+        self.grace_ns = grace_ns
+        self.tz = ZoneInfo(timezone)
+        self._open: dict[tuple[SeriesKey, WindowSpec, int], _Bucket] = {}
+        self._window_end: dict[tuple[WindowSpec, int], int] = {}
+        self._last_counter: dict[tuple[SeriesKey, WindowSpec], float] = {}
+        self._tags: dict[SeriesKey, dict[str, str]] = {}
+        self.closed_until: dict[str, int] = {s.label: 0 for s in self.specs}
+        self.late = 0
+        self.counter_resets = 0
+
+    def window_of(self, spec: WindowSpec, ts_ns: int) -> tuple[int, int]:
+        """[start, end) in UTC ns of the window of `spec` that holds `ts_ns`."""
+        if spec.calendar_day:
+            local = datetime.fromtimestamp(ts_ns / 1e9, self.tz)
+            midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+            nxt = (midnight + timedelta(days=1)).replace(tzinfo=None)
+            start = int(midnight.timestamp()) * 1_000_000_000
+            end = int(nxt.replace(tzinfo=self.tz).timestamp()) * 1_000_000_000
+            return start, end
+        start = ts_ns - ts_ns % spec.size_ns
+        return start, start + spec.size_ns
+
+    def add(self, reading: Reading) -> bool:
+        """Fold one reading into its windows; False (and counted) when it is late for every window."""
+        key = (reading.device_id, reading.quantity, reading.unit)
+        taken = False
+        for spec in self.specs:
+            start, end = self.window_of(spec, reading.ts)
+            if end <= self.closed_until[spec.label]:
+                continue
+            bucket = self._open.get((key, spec, start))
+            if bucket is None:
+                bucket = self._open[(key, spec, start)] = _Bucket()
+                self._window_end[(spec, start)] = end
+            bucket.ts.append(reading.ts)
+            bucket.values.append(reading.value)
+            taken = True
+        if taken:
+            if reading.tags:
+                self._tags[key] = dict(reading.tags)
+        else:
+            self.late += 1
+        return taken
+
+    def seed_counter(self, reading: Reading) -> None:
+        """Remember a cumulative meter value from before the open windows (rebuild after a restart)."""
+        if QUANTITIES.get(reading.quantity) and QUANTITIES[reading.quantity].cumulative:
+            key = (reading.device_id, reading.quantity, reading.unit)
+            for spec in self.specs:
+                self._last_counter[(key, spec)] = reading.value
+
+    def advance(self, watermark_ns: int) -> list[KpiPoint]:
+        """Close every window whose end + grace <= watermark; return their KPI points (oldest first)."""
+        horizon = watermark_ns - self.grace_ns
+        due = [k for k in self._open if self._window_end[(k[1], k[2])] <= horizon]
+        due.sort(key=lambda k: (k[2], k[1].size_ns, k[0]))
+        points = [self._close(k) for k in due]
+        for spec in self.specs:
+            # Everything that ends at or before the horizon is closed now, buckets or not.
+            start, end = self.window_of(spec, horizon)
+            closed = start if end > horizon else end
+            if closed > self.closed_until[spec.label]:
+                self.closed_until[spec.label] = closed
+        self._window_end = {k: v for k, v in self._window_end.items() if v > horizon}
+        return points
+
+    def open_since(self) -> int:
+        """Event time from which readings must be replayed to rebuild every open window."""
+        return min(self.closed_until.values(), default=0)
+
+    def _close(self, k: tuple[SeriesKey, WindowSpec, int]) -> KpiPoint:
+        key, spec, start = k
+        bucket = self._open.pop(k)
+        end = self._window_end[(spec, start)]
+        device_id, quantity, unit = key
+        order = np.argsort(np.asarray(bucket.ts, dtype=np.int64), kind="stable")
+        ts = np.asarray(bucket.ts, dtype=np.int64)[order]
+        values = np.asarray(bucket.values, dtype=np.float64)[order]
+        q = QUANTITIES.get(quantity)
+        fields: dict[str, float | int] = dict(level_stats(values, decibel=unit == "dBA"))
+        headline = float(fields["mean"])
+        if q is not None and q.cumulative:
+            consumed, resets = counter_delta(values, self._last_counter.get((key, spec)))
+            self._last_counter[(key, spec)] = float(values[-1])
+            self.counter_resets += resets
+            fields.update({"consumption": consumed, "first": float(values[0]), "last": float(values[-1]),
+                           "resets": resets})
+            headline = consumed
+        cov = coverage(ts, start, end, spec.slots)
+        fields["coverage"] = cov
+        return KpiPoint(
+            name=quantity,
+            device_id=device_id,
+            window=spec.label,
+            start_ns=start,
+            end_ns=end,
+            unit=unit,
+            value=headline,
+            fields=fields,
+            tags=self._tags.get(key, {}),
+            valid=cov >= spec.min_coverage,
+        )

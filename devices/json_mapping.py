@@ -1,0 +1,100 @@
+"""Generic MQTT JSON payloads, mapped declaratively: field path → quantity, unit, scale. Nothing is evaluated.
+
+Options (from the device's config):
+- `fields`: list of {path, quantity, unit?, scale?, offset?}; unit defaults to the quantity's canonical unit.
+- `device_id_path`, `ts_path`: where the device id and the event time are (optional).
+- `tag_paths`: {tag name: path} copied as tags (strings).
+
+Without `fields`, the canonical citygw form is read:
+`{"device_id": "…", "ts": <epoch or RFC 3339>, "values": {"<quantity>": number, …}, "units": {…}?}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from devices.kind import DeviceKind, register
+from devices.payload import get_path, parse_json_object, parse_number, parse_timestamp_ns
+from devices.reading import DecodeContext, DecodeError, Reading
+from devices.vocabulary import QUANTITIES
+
+_ABSENT = object()
+
+
+def _canonical_unit(quantity: str) -> str:
+    q = QUANTITIES.get(quantity)
+    if q is None:
+        raise DecodeError(f"unknown quantity {quantity!r}")
+    return q.units[0]
+
+
+def _common(doc: dict[str, Any], ctx: DecodeContext, opts: Mapping[str, Any]) -> tuple[str, int, dict[str, str]]:
+    device_id = ctx.device_id
+    id_path = opts.get("device_id_path", "device_id")
+    found = get_path(doc, id_path, _ABSENT)
+    if found is not _ABSENT and found is not None:
+        device_id = str(found)
+    if not device_id:
+        raise DecodeError(f"no device id: payload has no {id_path!r} and none is configured")
+    ts = ctx.received_ns
+    ts_value = get_path(doc, opts.get("ts_path", "ts"), _ABSENT)
+    if ts_value is not _ABSENT and ts_value is not None:
+        ts = parse_timestamp_ns(ts_value, opts.get("ts_path", "ts"))
+    tags = dict(ctx.tags)
+    for tag, path in dict(opts.get("tag_paths", {})).items():
+        value = get_path(doc, path, _ABSENT)
+        if value is not _ABSENT and value is not None:
+            tags[str(tag)] = str(value)
+    return device_id, ts, tags
+
+
+def decode(payload: bytes, ctx: DecodeContext) -> list[Reading]:
+    """Decode one JSON payload into readings using the configured mapping (or the canonical form)."""
+    doc = parse_json_object(payload)
+    opts = ctx.options
+    device_id, ts, tags = _common(doc, ctx, opts)
+    out: list[Reading] = []
+    fields = opts.get("fields")
+    if fields:
+        for spec in fields:
+            path = spec["path"]
+            raw = get_path(doc, path, _ABSENT)
+            if raw is _ABSENT or raw is None:
+                continue  # a field absent from this message is normal (partial reports)
+            quantity = spec["quantity"]
+            value = parse_number(raw, path) * float(spec.get("scale", 1.0)) + float(spec.get("offset", 0.0))
+            unit = spec.get("unit") or _canonical_unit(quantity)
+            out.append(Reading(device_id, quantity, value, unit, ts, tags))
+    else:
+        values = doc.get("values")
+        if not isinstance(values, dict) or not values:
+            raise DecodeError("payload has no 'values' object and no field mapping is configured", payload)
+        units = doc.get("units") if isinstance(doc.get("units"), dict) else {}
+        for quantity, raw in values.items():
+            value = parse_number(raw, f"values.{quantity}")
+            unit = units.get(quantity) or _canonical_unit(quantity)
+            out.append(Reading(device_id, str(quantity), value, str(unit), ts, tags))
+    if not out:
+        raise DecodeError("payload carries none of the mapped fields", payload)
+    return out
+
+
+def encode(device_id: str, ts_ns: int, values: Mapping[str, float]) -> bytes:
+    """The canonical citygw JSON form (used by the MQTT JSON simulator)."""
+    import orjson
+
+    return orjson.dumps({"device_id": device_id, "ts": ts_ns, "values": dict(values)})
+
+
+KIND = register(
+    DeviceKind(
+        name="json",
+        link="mqtt",
+        summary="Generic JSON payload mapped declaratively (path → quantity, unit, scale), or citygw's canonical form",
+        quantities=(),
+        decode=decode,
+        encode=encode,
+        doc="json.md",
+    )
+)

@@ -1,0 +1,257 @@
+"""The composition root: build journal, pipeline, sinks and transports from Settings; start and stop them."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from aggregators.kpi import KpiPoint
+from aggregators.windows import WindowEngine, WindowSpec
+from devices.registry import get_kind
+from gateway.clock import ClockWatch
+from gateway.journal import Journal
+from gateway.metrics import Metrics
+from gateway.pipeline import Pipeline
+from gateway.settings import InfluxSection, Settings, read_secret
+from gateway.sinks.base import Delivery, Sink
+from gateway.sinks.influx import InfluxV1Sink, InfluxV2Sink
+from gateway.sinks.local_store import LocalStoreSink
+from gateway.sinks.mqtt_feed import MqttFeedSink
+from gateway.status import StatusServer
+from ingest.mqtt_client import MqttOptions
+from ingest.mqtt_source import MqttSource, Route
+from ingest.serial_port import SerialDevice, SerialPortOwner
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger("citygw")
+
+
+def influx_sink_name(cfg: InfluxSection) -> str:
+    """A stable cursor name for an InfluxDB sink."""
+    return cfg.name or f"influx-{cfg.api}:{cfg.url.rstrip('/')}/{cfg.database or cfg.bucket}"
+
+
+class Gateway:
+    """One running kit: inputs → pipeline → journal → sinks, with a status page."""
+
+    def __init__(self, settings: Settings, clock_ns: Callable[[], int] = time.time_ns) -> None:
+        self.settings = settings
+        self.clock_ns = clock_ns
+        self.metrics = Metrics()
+        self.clock = ClockWatch(wall_ns=clock_ns)
+        self.started_at = time.monotonic()
+        self.latest_kpis: OrderedDict[tuple[str, str, str], KpiPoint] = OrderedDict()
+        self.kpi_listeners: list[Callable[[list[KpiPoint]], None]] = []
+        s = settings
+        self.journal = Journal(s.journal_path, s.journal.synchronous, s.journal.max_size)
+        engine = WindowEngine(
+            [WindowSpec.parse(w, s.aggregation.min_coverage) for w in s.aggregation.windows],
+            grace_ns=int(s.aggregation.grace * 1e9),
+            timezone=s.gateway.timezone,
+        )
+        self.sinks = self._build_sinks()
+        self.deliveries = [
+            Delivery(sink, Journal(s.journal_path, s.journal.synchronous), self.metrics,
+                     batch_size=self._batch_size(sink), flush_interval_s=self._flush_interval(sink))
+            for sink in self.sinks
+        ]
+        self.pipeline = Pipeline(
+            self.journal, engine, self.metrics, clock_ns=clock_ns, batch_max=s.journal.batch_max,
+            sink_names=tuple(sink.name for sink in self.sinks), on_appended=self._wake_sinks,
+            on_kpis=self._on_kpis,
+        )
+        self.mqtt_source: MqttSource | None = None
+        self.transports: list[Any] = self._build_transports()
+        self.status_server: StatusServer | None = None
+        self._stopped = threading.Event()
+
+    # -- construction --------------------------------------------------------------------------------------
+
+    def mqtt_options(self, suffix: str) -> MqttOptions:
+        """Broker options for one of our connections (client id gets a suffix per role)."""
+        m = self.settings.mqtt
+        tls = m.tls
+        return MqttOptions(
+            host=m.host, port=m.port, client_id=f"{m.client_id or 'citygw-' + self.settings.gateway.id}-{suffix}",
+            username=m.username, password=read_secret(m.password_env, m.password_file, "mqtt.password"),
+            protocol=m.protocol, keepalive=m.keepalive, session_expiry_s=m.session_expiry,
+            reconnect_max_s=m.reconnect_max, tls=tls is not None,
+            ca_file=tls.ca_file if tls else None, cert_file=tls.cert_file if tls else None,
+            key_file=tls.key_file if tls else None, insecure_skip_verify=tls.insecure_skip_verify if tls else False,
+        )
+
+    def _build_sinks(self) -> list[Sink]:
+        s = self.settings
+        sinks: list[Sink] = []
+        for cfg in s.influx:
+            name = influx_sink_name(cfg)
+            if cfg.api == "v1":
+                sinks.append(InfluxV1Sink(
+                    name, cfg.url, cfg.database, cfg.username,
+                    read_secret(cfg.password_env, cfg.password_file, "influx.password"),
+                    gzip_body=cfg.gzip, timeout_s=cfg.timeout, ca_file=cfg.ca_file, verify_tls=cfg.verify_tls))
+            else:
+                sinks.append(InfluxV2Sink(
+                    name, cfg.url, cfg.org, cfg.bucket, read_secret(cfg.token_env, cfg.token_file, "influx.token"),
+                    gzip_body=cfg.gzip, timeout_s=cfg.timeout, ca_file=cfg.ca_file, verify_tls=cfg.verify_tls))
+        if s.mqtt.host and s.mqtt.feed.enabled:
+            sinks.append(MqttFeedSink("mqtt-feed", self.mqtt_options("feed"), s.feed_prefix, raw=s.mqtt.feed.raw,
+                                      qos=s.mqtt.feed.qos))
+        if s.local_store_enabled:
+            sinks.append(LocalStoreSink("local-store", s.local_store.path or s.gateway.data_dir / "store"))
+        return sinks
+
+    def _influx_cfg(self, sink: Sink) -> InfluxSection | None:
+        return next((c for c in self.settings.influx if influx_sink_name(c) == sink.name), None)
+
+    def _batch_size(self, sink: Sink) -> int:
+        cfg = self._influx_cfg(sink)
+        return cfg.batch_size if cfg else 1000
+
+    def _flush_interval(self, sink: Sink) -> float:
+        cfg = self._influx_cfg(sink)
+        return cfg.flush_interval if cfg else 1.0
+
+    def _build_transports(self) -> list[Any]:
+        s = self.settings
+        transports: list[Any] = []
+        modbus_by_port: dict[str, list[Any]] = {}
+        for d in s.devices:
+            kind = get_kind(d.kind)
+            if kind.link == "modbus":
+                modbus_by_port.setdefault(d.port, []).append(d)
+                continue
+            transports.append(SerialPortOwner(
+                SerialDevice(d.id, kind, d.port, d.baudrate, d.parity, d.stopbits, d.poll_interval, d.timeout,
+                             d.tags, d.options),
+                self.pipeline, clock_ns=self.clock_ns))
+        for port, devices in modbus_by_port.items():
+            from gateway.modbus_wiring import build_modbus_bus
+
+            transports.append(build_modbus_bus(port, devices, self.pipeline, self.clock_ns))
+        if s.mqtt.host and s.mqtt.routes:
+            routes = [Route(r.topic, get_kind(r.format), r.device_id, r.qos, r.tags, r.options)
+                      for r in s.mqtt.routes]
+            self.mqtt_source = MqttSource(
+                self.pipeline, self.mqtt_options("in"), routes, clock_ns=self.clock_ns,
+                on_connection=lambda up: self.metrics.mqtt_connected.labels("in").set(1 if up else 0))
+            transports.append(self.mqtt_source)
+        return transports
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start sinks, the pipeline (after rebuilding windows), inputs and the status page."""
+        if self.journal.moved_aside is not None:
+            log.error("started with a new journal; the unreadable one is at %s", self.journal.moved_aside)
+        for d in self.deliveries:
+            d.start()
+        self.pipeline.start()
+        for t in self.transports:
+            t.start()
+        if self.settings.gateway.status_listen:
+            try:
+                self.status_server = StatusServer(self.settings.gateway.status_listen, self.status,
+                                                  self.metrics.registry)
+                self.status_server.start()
+                log.info("status page on http://%s/", self.status_server.address)
+            except OSError as exc:
+                log.error("status page disabled: cannot listen on %s: %s (set gateway.status_listen)",
+                          self.settings.gateway.status_listen, exc.strerror)
+        log.info("citygw %s running: %d device(s), %d MQTT route(s), sinks: %s", self.settings.gateway.id,
+                 len(self.settings.devices), len(self.settings.mqtt.routes),
+                 ", ".join(s.name for s in self.sinks) or "none")
+
+    def stop(self) -> None:
+        """Stop inputs first, drain the pipeline into the journal, let sinks finish, close."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        for t in reversed(self.transports):
+            t.stop()
+        self.pipeline.stop()
+        for d in self.deliveries:
+            d.wake.set()
+        deadline = time.monotonic() + 5.0
+        last = self.journal.last_seq()
+        for d in self.deliveries:
+            while time.monotonic() < deadline and d.journal.cursor(d.sink.name) < last and d.failing_since is None:
+                time.sleep(0.05)
+            d.stop()
+            d.journal.close()
+        if self.status_server is not None:
+            self.status_server.stop()
+        self.journal.close()
+
+    def tick(self) -> None:
+        """Periodic checks from the main thread: the clock."""
+        if self.clock.check():
+            self.metrics.clock_jumps.inc()
+
+    # -- observers -----------------------------------------------------------------------------------------
+
+    def _wake_sinks(self) -> None:
+        for d in self.deliveries:
+            d.wake.set()
+
+    def _on_kpis(self, points: list[KpiPoint]) -> None:
+        for p in points:
+            key = (p.device_id, p.name, p.window)
+            self.latest_kpis[key] = p
+            self.latest_kpis.move_to_end(key)
+        while len(self.latest_kpis) > 500:
+            self.latest_kpis.popitem(last=False)
+        for listener in self.kpi_listeners:
+            listener(points)
+
+    def status(self) -> dict[str, Any]:
+        """Everything the status page shows (no secrets)."""
+        metrics = self.metrics
+        devices = []
+        device_kinds = {d.id: d.kind for d in self.settings.devices}
+        seen = set(device_kinds)
+        rejected_by_device: dict[str, float] = {}
+        for metric in metrics.rejected.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    dev = sample.labels["device"]
+                    rejected_by_device[dev] = rejected_by_device.get(dev, 0) + sample.value
+        readings_by_device: dict[str, float] = {}
+        for metric in metrics.readings.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    readings_by_device[sample.labels["device"]] = sample.value
+        available: dict[str, float] = {}
+        for metric in metrics.device_up.collect():
+            for sample in metric.samples:
+                available[sample.labels["device"]] = sample.value
+        for dev in sorted(seen | set(readings_by_device)):
+            devices.append({"id": dev, "kind": device_kinds.get(dev, "mqtt"),
+                            "available": available.get(dev, 1.0) > 0,
+                            "readings": int(readings_by_device.get(dev, 0)),
+                            "rejected": int(rejected_by_device.get(dev, 0))})
+        last = self.journal.last_seq()
+        sinks = [{"name": d.sink.name, "delivered": d.delivered,
+                  "lag": max(0, last - d.journal.cursor(d.sink.name)),
+                  "last_error": d.last_error if d.failing_since is not None else ""}
+                 for d in self.deliveries]
+        return {
+            "gateway": self.settings.gateway.id,
+            "uptime_s": time.monotonic() - self.started_at,
+            "mqtt_connected": bool(self.mqtt_source and self.mqtt_source.connected),
+            "journal_bytes": self.journal.used_bytes(),
+            "clock": self.clock.describe(),
+            "accepted": self.pipeline.accepted,
+            "rejected": self.pipeline.rejected_count,
+            "late": self.pipeline.engine.late,
+            "devices": devices,
+            "sinks": sinks,
+            "latest_kpis": [{"device_id": p.device_id, "name": p.name, "window": p.window, "value": p.value,
+                             "unit": p.unit, "valid": p.valid, "start": p.start_ns}
+                            for p in list(self.latest_kpis.values())[-50:]],
+        }

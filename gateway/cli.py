@@ -1,0 +1,184 @@
+"""The `citygw` command: run, demo, check-config, decode, devices."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+__all__ = ["main"]
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()),
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _wait_for_signal(gateway: object, duration: float | None) -> None:
+    from gateway.app import Gateway
+
+    assert isinstance(gateway, Gateway)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    deadline = time.monotonic() + duration if duration else None
+    while not stop.wait(1.0):
+        gateway.tick()
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the gateway from a config file until SIGINT/SIGTERM."""
+    from gateway.app import Gateway
+    from gateway.settings import ConfigError, load_settings
+
+    try:
+        settings = load_settings(args.config)
+        _setup_logging(settings.gateway.log_level)
+        gateway = Gateway(settings)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    gateway.start()
+    try:
+        _wait_for_signal(gateway, args.duration)
+    finally:
+        gateway.stop()
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate a config file and print every problem (file:line: key: message)."""
+    from gateway.settings import ConfigError, load_settings
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) in {args.config}", file=sys.stderr)
+        return 1
+    print(f"{args.config}: OK — {len(settings.devices)} device(s), {len(settings.mqtt.routes)} MQTT route(s), "
+          f"{len(settings.influx)} InfluxDB sink(s), windows {', '.join(settings.aggregation.windows)}")
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    """Decode one frame or payload and print its readings as a JSON array (exit 2 when invalid)."""
+    from devices.reading import DecodeContext, DecodeError
+    from devices.registry import KINDS
+
+    kind = KINDS.get(args.format)
+    if kind is None:
+        print(f"unknown format {args.format!r}; known: {', '.join(sorted(KINDS))}", file=sys.stderr)
+        return 2
+    try:
+        if args.hex is not None:
+            data = bytes.fromhex(args.hex.replace(" ", "").replace(":", ""))
+        elif args.payload is not None:
+            data = args.payload.encode()
+        else:
+            data = Path(args.file).read_bytes()
+        request = bytes.fromhex(args.request.replace(" ", "")) if args.request else None
+    except ValueError as exc:
+        print(f"invalid hex: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    ctx = DecodeContext(device_id=args.device_id, received_ns=time.time_ns(), topic=args.topic or "",
+                        request=request)
+    try:
+        if kind.framer is not None and args.hex is not None:
+            items = list(kind.framer().feed(data))
+            errors = [f for f in items if isinstance(f, DecodeError)]
+            if errors or not items:
+                raise errors[0] if errors else DecodeError("no complete frame in the input", data)
+            readings = [r for frame in items if isinstance(frame, bytes) for r in kind.decode(frame, ctx)]
+        else:
+            readings = kind.decode(data, ctx)
+    except DecodeError as exc:
+        print(f"invalid {args.format} input: {exc}", file=sys.stderr)
+        return 2
+    out = []
+    for r in readings:
+        item = r.to_dict()
+        if not r.device_id:
+            item.pop("device_id")
+        out.append(item)
+    sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    """List every device kind and payload format with its link, quantities and units."""
+    from devices.registry import KINDS
+
+    for name in sorted(KINDS):
+        kind = KINDS[name]
+        quantities = ", ".join(f"{q} [{u}]" for q, u in kind.quantities) or "(mapped by configuration)"
+        print(f"{name:<20} {kind.link:<7} {kind.summary}")
+        print(f"{'':<28} {quantities}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run a simulated kit with an embedded broker and a local store; print KPIs as windows close."""
+    from gateway.demo import run_demo
+
+    _setup_logging("warning" if not args.verbose else "info")
+    return run_demo(duration=args.duration, data_dir=args.data_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="citygw", description="Smart-city sensor kit gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the gateway from a config file")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="simulated kit, embedded broker, local store; prints live KPIs")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--data-dir", default=None, help="keep the demo's journal and store here")
+    p.add_argument("--verbose", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("check-config", help="validate a config file without starting anything")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("decode", help="decode one frame or payload and print its readings as JSON")
+    p.add_argument("--format", "-f", required=True, help="a device kind or payload format (see `citygw devices`)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--hex", help="frame bytes in hex (spaces allowed)")
+    src.add_argument("--payload", help="a payload as text (JSON, line protocol, ...)")
+    src.add_argument("--file", help="read the frame or payload from a file")
+    p.add_argument("--topic", help="the MQTT topic the payload arrived on")
+    p.add_argument("--request", help="the request frame in hex, for polled devices (Modbus)")
+    p.add_argument("--device-id", default="", help="device id to put on the readings")
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("devices", help="list device kinds and payload formats")
+    p.set_defaults(func=cmd_devices)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `citygw` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""The journal: an append-only SQLite log (WAL) of readings and KPI points, with one cursor per sink.
+
+Every reading is appended (in batched transactions) before its source is acknowledged; every sink reads
+forward from its own cursor and moves it only after a successful write. See docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from aggregators.kpi import KpiPoint
+from devices.reading import Reading
+
+__all__ = ["KIND_KPI", "KIND_READING", "Entry", "Journal", "JournalCorrupt"]
+
+log = logging.getLogger("citygw.journal")
+
+KIND_READING = 0
+KIND_KPI = 1
+
+Synchronous = Literal["off", "normal", "full"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, so cursors stay meaningful after trimming
+    kind INTEGER NOT NULL,                  -- 0 reading, 1 KPI point
+    ts INTEGER NOT NULL,                    -- event time (window start for KPI points), UTC ns
+    device_id TEXT NOT NULL,
+    quantity TEXT NOT NULL,                 -- KPI: series name
+    unit TEXT NOT NULL,
+    value REAL NOT NULL,
+    tags TEXT NOT NULL,                     -- JSON object, sorted keys
+    quality TEXT NOT NULL,
+    extra TEXT                              -- KPI: JSON {window, end_ns, fields, valid}
+);
+CREATE INDEX IF NOT EXISTS entries_kind_ts ON entries(kind, ts);
+CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, sink TEXT NOT NULL, seq INTEGER NOT NULL,
+    reason TEXT NOT NULL, body TEXT NOT NULL, at_ns INTEGER NOT NULL
+);
+"""
+
+_INSERT = (
+    "INSERT INTO entries(kind, ts, device_id, quantity, unit, value, tags, quality, extra)"
+    " VALUES (?,?,?,?,?,?,?,?,?)"
+)
+
+
+class JournalCorrupt(RuntimeError):
+    """The journal file could not be opened as a SQLite database (it has been moved aside)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One journal row as sinks see it."""
+
+    seq: int
+    kind: int
+    ts: int
+    device_id: str
+    quantity: str
+    unit: str
+    value: float
+    tags: dict[str, str]
+    quality: str
+    extra: dict[str, Any] | None
+
+    def as_kpi(self) -> KpiPoint:
+        """Rebuild the KPI point of a KIND_KPI entry."""
+        extra = self.extra or {}
+        return KpiPoint(
+            name=self.quantity,
+            device_id=self.device_id,
+            window=extra.get("window", ""),
+            start_ns=self.ts,
+            end_ns=int(extra.get("end_ns", self.ts)),
+            unit=self.unit,
+            value=self.value,
+            fields=extra.get("fields", {}),
+            tags=self.tags,
+            valid=bool(extra.get("valid", True)),
+        )
+
+
+def _tags_json(tags: Any) -> str:
+    if not tags:
+        return "{}"
+    return orjson.dumps(dict(tags), option=orjson.OPT_SORT_KEYS).decode()
+
+
+def reading_row(r: Reading) -> tuple[Any, ...]:
+    """The journal row of a reading."""
+    return (KIND_READING, r.ts, r.device_id, r.quantity, r.unit, r.value, _tags_json(r.tags), r.quality, None)
+
+
+def kpi_row(p: KpiPoint) -> tuple[Any, ...]:
+    """The journal row of a KPI point."""
+    extra = orjson.dumps(
+        {"window": p.window, "end_ns": p.end_ns, "fields": dict(p.fields), "valid": p.valid},
+        option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY,
+    ).decode()
+    return (KIND_KPI, p.start_ns, p.device_id, p.name, p.unit, p.value, _tags_json(p.tags), "good", extra)
+
+
+class Journal:
+    """One SQLite connection onto the journal file. Use one instance per thread (writer or sink reader)."""
+
+    def __init__(self, path: str | os.PathLike[str], synchronous: Synchronous = "full",
+                 max_bytes: int = 0) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = self._open(synchronous)
+
+    def _open(self, synchronous: Synchronous) -> sqlite3.Connection:
+        try:
+            db = self._connect(synchronous)
+        except sqlite3.DatabaseError as exc:
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(str(self.path) + suffix)
+                if src.exists():
+                    src.rename(Path(str(aside) + suffix))
+            log.error("journal %s is not a readable SQLite database (%s); moved it aside to %s and started "
+                      "a new one. Inspect or delete the old file once its data is recovered.",
+                      self.path, exc, aside)
+            self.moved_aside: Path | None = aside
+            return self._connect(synchronous)
+        self.moved_aside = None
+        return db
+
+    def _connect(self, synchronous: Synchronous) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            db.execute("PRAGMA busy_timeout=30000")
+            quick = db.execute("PRAGMA quick_check").fetchone()
+            if quick is None or quick[0] != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {quick}")
+            db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+    # -- writing -------------------------------------------------------------------------------------------
+
+    def append(self, readings: Sequence[Reading] = (), kpis: Sequence[KpiPoint] = (),
+               meta: dict[str, str] | None = None) -> int:
+        """Durably append readings and KPI points (and meta updates) in ONE transaction; returns the last seq."""
+        rows = [reading_row(r) for r in readings]
+        rows.extend(kpi_row(p) for p in kpis)
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(_INSERT, rows)
+                if meta:
+                    db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", meta.items())
+                last = db.execute("SELECT seq FROM sqlite_sequence WHERE name='entries'").fetchone()
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return int(last[0]) if last else 0
+
+    def set_cursor(self, sink: str, seq: int) -> None:
+        """Move `sink`'s cursor to `seq` (everything up to it is delivered)."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO cursors(sink, seq) VALUES (?, ?)", (sink, seq))
+
+    def dead_letter(self, sink: str, items: Iterable[tuple[int, str, str]]) -> None:
+        """Keep entries a sink refused for good: (seq, reason, body). They never block the queue."""
+        now = time.time_ns()
+        with self._lock:
+            self._db.executemany(
+                "INSERT INTO dead_letters(sink, seq, reason, body, at_ns) VALUES (?, ?, ?, ?, ?)",
+                [(sink, seq, reason, body, now) for seq, reason, body in items],
+            )
+
+    # -- reading -------------------------------------------------------------------------------------------
+
+    def cursor(self, sink: str) -> int:
+        """The last seq `sink` has delivered (0 when new)."""
+        with self._lock:
+            row = self._db.execute("SELECT seq FROM cursors WHERE sink=?", (sink,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def read_after(self, seq: int, limit: int) -> list[Entry]:
+        """Up to `limit` entries after `seq`, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, kind, ts, device_id, quantity, unit, value, tags, quality, extra"
+                " FROM entries WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+        return [
+            Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], orjson.loads(r[7]), r[8],
+                  orjson.loads(r[9]) if r[9] else None)
+            for r in rows
+        ]
+
+    def last_seq(self) -> int:
+        """The highest seq ever appended."""
+        with self._lock:
+            row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='entries'").fetchone()
+        return int(row[0]) if row else 0
+
+    def readings_since(self, ts_ns: int) -> list[Reading]:
+        """Readings with event time >= ts_ns in journal order (used to rebuild open windows after a crash)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT ts, device_id, quantity, unit, value, tags, quality FROM entries"
+                " WHERE kind=0 AND ts>=? ORDER BY seq",
+                (ts_ns,),
+            ).fetchall()
+        return [Reading(r[1], r[2], r[4], r[3], r[0], orjson.loads(r[5]), r[6]) for r in rows]
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        """A value from the meta table."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def dead_letters(self, sink: str | None = None) -> list[tuple[str, int, str, str]]:
+        """(sink, seq, reason, body) of every dead-lettered entry."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT sink, seq, reason, body FROM dead_letters"
+                + (" WHERE sink=?" if sink else "") + " ORDER BY id",
+                (sink,) if sink else (),
+            ).fetchall()
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    def count(self, kind: int | None = None) -> int:
+        """How many entries the journal holds (of one kind)."""
+        with self._lock:
+            if kind is None:
+                return int(self._db.execute("SELECT count(*) FROM entries").fetchone()[0])
+            return int(self._db.execute("SELECT count(*) FROM entries WHERE kind=?", (kind,)).fetchone()[0])
+
+    # -- housekeeping --------------------------------------------------------------------------------------
+
+    def used_bytes(self) -> int:
+        """Bytes of the database in use (pages minus free pages), excluding the WAL."""
+        with self._lock:
+            pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+            free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+            size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
+
+    def trim(self, sinks: Sequence[str], keep_readings_since_ns: int) -> int:
+        """Delete entries every sink has delivered, except readings still needed to rebuild open windows."""
+        if not sinks:
+            return 0
+        with self._lock:
+            db = self._db
+            placeholders = ",".join("?" * len(sinks))
+            row = db.execute(
+                f"SELECT count(*), min(seq) FROM cursors WHERE sink IN ({placeholders})", tuple(sinks)
+            ).fetchone()
+            if row[0] < len(sinks):
+                return 0  # a sink that never delivered anything holds everything
+            floor = int(row[1])
+            cur = db.execute(
+                "DELETE FROM entries WHERE seq <= ? AND (kind=1 OR ts < ?)", (floor, keep_readings_since_ns)
+            )
+            return int(cur.rowcount)
+
+    def enforce_cap(self, sinks: Sequence[str], batch: int = 5000) -> int:
+        """Drop the oldest entries while the journal is over `max_bytes`; returns how many undelivered were lost.
+
+        Policy (docs/reliability.md): the oldest data goes first; every entry dropped before some sink
+        delivered it is counted in meta `dropped_undelivered` and logged. Entries all sinks have delivered
+        go first, so the cap never costs data while sinks keep up.
+        """
+        if self.max_bytes <= 0 or self.used_bytes() <= self.max_bytes:
+            return 0
+        lost = 0
+        while self.used_bytes() > self.max_bytes:
+            with self._lock:
+                db = self._db
+                placeholders = ",".join("?" * len(sinks)) or "''"
+                floor_row = db.execute(
+                    f"SELECT min(seq) FROM cursors WHERE sink IN ({placeholders})", tuple(sinks)
+                ).fetchone()
+                floor = int(floor_row[0]) if floor_row and floor_row[0] is not None else 0
+                ids = [r[0] for r in db.execute(
+                    "SELECT seq FROM entries ORDER BY seq LIMIT ?", (batch,)).fetchall()]
+                if not ids:
+                    break
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("DELETE FROM entries WHERE seq <= ?", (ids[-1],))
+                undelivered = sum(1 for s in ids if s > floor)
+                if undelivered:
+                    prev = db.execute("SELECT value FROM meta WHERE key='dropped_undelivered'").fetchone()
+                    total = (int(prev[0]) if prev else 0) + undelivered
+                    db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('dropped_undelivered', ?)",
+                               (str(total),))
+                db.execute("COMMIT")
+            lost += undelivered
+        if lost:
+            log.warning("journal over its cap of %d bytes: dropped the %d oldest undelivered entries "
+                        "(total dropped: %s). Raise journal.max_size or restore the uplink.",
+                        self.max_bytes, lost, self.get_meta("dropped_undelivered"))
+        return lost

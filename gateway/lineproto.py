@@ -1,0 +1,66 @@
+"""InfluxDB line protocol, formatted directly from journal entries (the documented schema is in README.md).
+
+Raw readings: measurement `reading`, tags device_id, quantity, unit (+ quality when not good, + the reading's
+own tags), field `value`. KPI points: measurement `kpi`, tags device_id, name, window, unit, valid (+ the
+point's tags), fields value and the window statistics; timestamp = window start. Same series and timestamp
+overwrite, so re-delivery after a crash is idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.journal import KIND_KPI, Entry
+
+__all__ = ["entry_line", "escape_key", "escape_tag"]
+
+_KEY_TABLE = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": " ", "\r": " "})
+_MEASUREMENT_TABLE = str.maketrans({",": r"\,", " ": r"\ ", "\n": " ", "\r": " "})
+_RESERVED_READING = ("device_id", "quantity", "unit", "quality")
+_RESERVED_KPI = ("device_id", "name", "window", "unit", "valid")
+
+
+def escape_key(text: str) -> str:
+    """Escape a tag key, tag value or field key (commas, equals signs, spaces; newlines become spaces)."""
+    out = text.translate(_KEY_TABLE)
+    # A trailing backslash would escape the separator that follows it.
+    return out + " " if out.endswith("\\") else out
+
+
+escape_tag = escape_key
+
+
+def _tag_set(fixed: list[tuple[str, str]], extra: Mapping[str, str], reserved: tuple[str, ...]) -> str:
+    pairs = [(k, v) for k, v in fixed if v != ""]
+    pairs.extend((k, str(v)) for k, v in extra.items() if k not in reserved and str(v) != "")
+    pairs.sort()
+    return "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in pairs)
+
+
+def _field_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def entry_line(e: Entry) -> str:
+    """One line of line protocol for a journal entry."""
+    if e.kind == KIND_KPI:
+        extra = e.extra or {}
+        fixed = [("device_id", e.device_id), ("name", e.quantity), ("window", str(extra.get("window", ""))),
+                 ("unit", e.unit), ("valid", "true" if extra.get("valid", True) else "false")]
+        fields = {"value": float(e.value)}
+        for k, v in (extra.get("fields") or {}).items():
+            if k != "value" and v is not None and not (isinstance(v, float) and v != v):
+                fields[k] = v
+        field_text = ",".join(f"{escape_key(k)}={_field_value(v)}" for k, v in sorted(fields.items()))
+        return f"kpi{_tag_set(fixed, e.tags, _RESERVED_KPI)} {field_text} {e.ts}"
+    fixed = [("device_id", e.device_id), ("quantity", e.quantity), ("unit", e.unit),
+             ("quality", "" if e.quality == "good" else e.quality)]
+    return f"reading{_tag_set(fixed, e.tags, _RESERVED_READING)} value={float(e.value)!r} {e.ts}"

@@ -1,0 +1,47 @@
+"""Prometheus metrics of one gateway (its own registry, so several gateways can live in one test process)."""
+
+from __future__ import annotations
+
+import re
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+__all__ = ["Metrics", "reason_code"]
+
+_DIGITS = re.compile(r"\d+")
+
+
+def reason_code(reason: str) -> str:
+    """A low-cardinality label for a rejection reason: its first clause, numbers folded to N."""
+    head = re.split(r"[:(]", reason, maxsplit=1)[0].strip()
+    return _DIGITS.sub("N", head)[:60] or "unspecified"
+
+
+class Metrics:
+    """Counters and gauges exported on /metrics and summarised on the status page."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.readings = Counter("citygw_readings", "Readings accepted into the journal", ["device"], registry=r)
+        self.rejected = Counter("citygw_rejected", "Frames, payloads or readings rejected",
+                                ["device", "reason"], registry=r)
+        self.late = Counter("citygw_late_readings", "Readings after their window closed (kept raw only)",
+                            registry=r)
+        self.kpi_points = Counter("citygw_kpi_points", "KPI points emitted", ["window"], registry=r)
+        self.queue_dropped = Counter("citygw_queue_dropped", "Readings dropped because the ingest queue was full",
+                                     registry=r)
+        self.journal_dropped = Counter("citygw_journal_dropped",
+                                       "Undelivered journal entries dropped at the disk cap", registry=r)
+        self.queue_depth = Gauge("citygw_queue_depth", "Batches waiting in the ingest queue", registry=r)
+        self.journal_bytes = Gauge("citygw_journal_bytes", "Bytes used by the journal", registry=r)
+        self.sink_written = Counter("citygw_sink_written", "Entries delivered by a sink", ["sink"], registry=r)
+        self.sink_errors = Counter("citygw_sink_errors", "Failed sink writes", ["sink", "action"], registry=r)
+        self.sink_dead_letters = Counter("citygw_sink_dead_letters", "Entries a sink refused for good",
+                                         ["sink"], registry=r)
+        self.sink_lag = Gauge("citygw_sink_lag", "Journal entries not yet delivered by a sink", ["sink"],
+                              registry=r)
+        self.device_up = Gauge("citygw_device_available", "1 when the device answers", ["device"], registry=r)
+        self.clock_jumps = Counter("citygw_clock_jumps", "Wall-clock jumps detected", registry=r)
+        self.mqtt_connected = Gauge("citygw_mqtt_connected", "1 while connected to the broker", ["client"],
+                                    registry=r)

@@ -1,0 +1,397 @@
+"""Configuration: TOML validated with pydantic; every problem reported at once with file, line and key.
+
+Secrets are never written in the file: `*_env` names an environment variable, `*_file` a file holding the
+secret. Any scalar of a section can be overridden from the environment as CITYGW_<SECTION>_<KEY>
+(e.g. CITYGW_MQTT_HOST=broker.local) for deployment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from aggregators.windows import parse_duration_ns
+
+__all__ = ["ConfigError", "ConfigProblem", "Settings", "load_settings", "read_secret"]
+
+
+def _duration_s(value: Any) -> Any:
+    if isinstance(value, str):
+        return parse_duration_ns(value) / 1e9
+    return value
+
+
+def _size_bytes(value: Any) -> Any:
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*", value, re.IGNORECASE)
+        if not m:
+            raise ValueError(f"invalid size {value!r}: use e.g. 500MB, 2GB, 64MiB")
+        unit = (m.group(2) or "B").lower()
+        mult = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}[unit]
+        return int(float(m.group(1)) * mult)
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_duration_s), Field(ge=0)]
+Size = Annotated[int, BeforeValidator(_size_bytes), Field(ge=0)]
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_plain_secrets(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in ("password", "token"):
+                if key in data:
+                    raise ValueError(
+                        f"'{key}' must not be written in the config file: set {key}_env = \"VAR\" (an "
+                        f"environment variable) or {key}_file = \"/path\" (a file holding the secret)"
+                    )
+        return data
+
+
+class GatewaySection(_Section):
+    """Identity and local resources of this gateway."""
+
+    id: str = Field("citygw", pattern=_ID)
+    data_dir: Path = Path("var/citygw")
+    timezone: str = "UTC"
+    status_listen: str = "127.0.0.1:8088"  # HTTP status page and /metrics; "" disables
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as Europe/Madrid") from None
+        return value
+
+
+class DeviceConfig(_Section):
+    """A serial or Modbus device on a port."""
+
+    id: str = Field(pattern=_ID)
+    kind: str
+    port: str
+    baudrate: int = Field(9600, gt=0)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    poll_interval: Duration = 10.0
+    timeout: Duration = 1.0
+    address: int = Field(1, ge=0, le=255)
+    tags: dict[str, str] = {}
+    options: dict[str, Any] = {}
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        from devices.registry import KINDS
+
+        kind = KINDS.get(value)
+        serial_kinds = sorted(k for k, v in KINDS.items() if v.link != "mqtt")
+        if kind is None:
+            raise ValueError(f"unknown device kind {value!r}; serial/Modbus kinds: {', '.join(serial_kinds)}")
+        if kind.link == "mqtt":
+            raise ValueError(f"{value!r} is an MQTT payload format: configure it under [[mqtt.routes]]")
+        return value
+
+
+class TlsConfig(_Section):
+    """TLS for a connection: a CA to verify the server, and optionally a client certificate."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+
+class MqttRoute(_Section):
+    """Which topics carry which payload format, and how to name the device."""
+
+    topic: str
+    format: str
+    device_id: str = ""  # template: {N} is topic level N (0-based); empty = the format's own device id
+    qos: Literal[0, 1, 2] = 1
+    tags: dict[str, str] = {}
+    options: dict[str, Any] = {}
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        from devices.registry import KINDS
+
+        formats = sorted(k for k, v in KINDS.items() if v.link == "mqtt")
+        if value not in formats:
+            raise ValueError(f"unknown MQTT payload format {value!r}; formats: {', '.join(formats)}")
+        return value
+
+
+class FeedSection(_Section):
+    """The live indicator feed published to the broker."""
+
+    enabled: bool = True
+    topic_prefix: str = ""  # default citygw/<gateway id>; everything the gateway publishes is under it
+    raw: bool = False  # also publish every raw reading (not retained)
+    qos: Literal[0, 1] = 1
+
+
+class MqttSection(_Section):
+    """The MQTT broker: inputs (routes) and the live feed."""
+
+    host: str = ""
+    port: int = Field(1883, gt=0, lt=65536)
+    protocol: Literal["5", "3.1.1"] = "5"
+    client_id: str = ""
+    username: str = ""
+    password_env: str = ""
+    password_file: Path | None = None
+    tls: TlsConfig | None = None
+    keepalive: int = Field(30, ge=5)
+    session_expiry: Duration = 7 * 86400.0
+    reconnect_max: Duration = 60.0
+    routes: list[MqttRoute] = []
+    feed: FeedSection = FeedSection()
+
+
+class InfluxSection(_Section):
+    """An InfluxDB (or compatible) destination."""
+
+    name: str = ""  # the sink's cursor name; default derived from url and database/bucket
+    url: str
+    api: Literal["v2", "v1"] = "v2"
+    org: str = ""
+    bucket: str = ""
+    token_env: str = ""
+    token_file: Path | None = None
+    database: str = ""
+    username: str = ""
+    password_env: str = ""
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    verify_tls: bool = True
+    batch_size: int = Field(5000, gt=0)
+    flush_interval: Duration = 1.0
+    timeout: Duration = 10.0
+    gzip: bool = True
+
+    @model_validator(mode="after")
+    def _api_fields(self) -> InfluxSection:
+        if self.api == "v2" and not self.bucket:
+            raise ValueError("InfluxDB v2 needs bucket (and org, token_env/token_file for InfluxDB 2.x/Cloud)")
+        if self.api == "v1" and not self.database:
+            raise ValueError("InfluxDB v1 needs database")
+        if not re.match(r"^https?://", self.url):
+            raise ValueError(f"url {self.url!r} must start with http:// or https://")
+        return self
+
+
+class JournalSection(_Section):
+    """The on-disk journal (SQLite WAL)."""
+
+    path: Path | None = None  # default <data_dir>/journal.sqlite
+    synchronous: Literal["full", "normal", "off"] = "full"
+    max_size: Size = 512 * 10**6
+    batch_max: int = Field(2000, gt=0)
+
+
+class AggregationSection(_Section):
+    """Event-time windows."""
+
+    windows: list[str] = ["1m", "1h"]
+    grace: Duration = 10.0
+    min_coverage: float = Field(0.75, ge=0, le=1)
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, value: list[str]) -> list[str]:
+        for w in value:
+            parse_duration_ns(w)
+        return value
+
+
+class LocalStoreSection(_Section):
+    """JSON-lines files of readings and KPIs; the default sink when no InfluxDB is configured."""
+
+    enabled: bool | None = None  # None: on when [[influx]] is empty
+    path: Path | None = None  # default <data_dir>/store
+
+
+class Settings(_Section):
+    """The whole configuration file."""
+
+    gateway: GatewaySection = GatewaySection()
+    devices: list[DeviceConfig] = []
+    mqtt: MqttSection = MqttSection()
+    influx: list[InfluxSection] = []
+    journal: JournalSection = JournalSection()
+    aggregation: AggregationSection = AggregationSection()
+    local_store: LocalStoreSection = LocalStoreSection()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        ids = [d.id for d in self.devices]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"device ids must be unique; repeated: {', '.join(dupes)}")
+        if self.mqtt.routes and not self.mqtt.host:
+            raise ValueError("mqtt.routes are configured but mqtt.host is empty")
+        prefix = self.feed_prefix
+        if "#" in prefix or "+" in prefix or prefix.startswith("$"):
+            raise ValueError(f"mqtt.feed.topic_prefix {prefix!r} must be a plain topic (no wildcards, no $)")
+        return self
+
+    @property
+    def feed_prefix(self) -> str:
+        """Every topic the gateway publishes starts with this."""
+        return (self.mqtt.feed.topic_prefix or f"citygw/{self.gateway.id}").rstrip("/")
+
+    @property
+    def journal_path(self) -> Path:
+        """Where the journal file lives."""
+        return self.journal.path or self.gateway.data_dir / "journal.sqlite"
+
+    @property
+    def local_store_enabled(self) -> bool:
+        """Whether the JSON-lines local store sink runs."""
+        return self.local_store.enabled if self.local_store.enabled is not None else not self.influx
+
+
+def read_secret(env: str, file: Path | None, what: str) -> str:
+    """Resolve a secret from an environment variable or a file; ConfigError naming the reference if missing."""
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError([ConfigProblem("", 0, what, f"environment variable {env} is not set")])
+        return value
+    if file is not None:
+        try:
+            return file.read_text().strip()
+        except OSError as exc:
+            problem = ConfigProblem(str(file), 0, what, f"cannot read secret file: {exc.strerror}")
+            raise ConfigError([problem]) from None
+    return ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One problem: where (file, line, key) and what."""
+
+    file: str
+    line: int
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else (self.file or "config")
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` lists every problem found."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+_TABLE = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-]+(?:\s*\.\s*[A-Za-z0-9_\-]+)*)\s*=")
+
+
+def _line_index(text: str) -> dict[tuple[Any, ...], int]:
+    """Map key paths (as pydantic reports them: ('devices', 2, 'baudrate')) to their line in the TOML text."""
+    index: dict[tuple[Any, ...], int] = {}
+    counters: dict[tuple[Any, ...], int] = {}
+    current: tuple[Any, ...] = ()
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        m = _TABLE.match(line)
+        if m:
+            parts: list[Any] = []
+            names = [p.strip().strip("\"'") for p in m.group(2).split(".")]
+            for i, name in enumerate(names):
+                parts.append(name)
+                prefix = tuple(parts)
+                is_last = i == len(names) - 1
+                if prefix in counters and not is_last:
+                    parts.append(counters[prefix])
+            if m.group(1) == "[[":
+                key = tuple(parts)
+                counters[key] = counters.get(key, -1) + 1
+                parts.append(counters[key])
+            current = tuple(parts)
+            index.setdefault(current, lineno)
+            continue
+        k = _KEY.match(line)
+        if k:
+            path = current + tuple(p.strip() for p in k.group(1).split("."))
+            index.setdefault(path, lineno)
+    return index
+
+
+def _apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, value in env.items():
+        if not name.startswith("CITYGW_") or name.count("_") < 2:
+            continue
+        _, section, key = name.lower().split("_", 2)
+        if section in ("gateway", "mqtt", "journal", "aggregation", "local_store") or section == "local":
+            data.setdefault(section, {})
+            if isinstance(data[section], dict):
+                data[section][key] = value
+
+
+def load_settings(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate a config file (None: embedded defaults). Raises ConfigError with every problem."""
+    env = os.environ if env is None else env
+    if path is None:
+        data: dict[str, Any] = {}
+        text, name = "", "<defaults>"
+    else:
+        name = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([ConfigProblem(name, 0, "", f"cannot read config file: {exc.strerror}")]) from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            m = re.search(r"line (\d+)", str(exc))
+            raise ConfigError(
+                [ConfigProblem(name, int(m.group(1)) if m else 0, "", f"TOML syntax error: {exc}")]
+            ) from None
+    _apply_env_overrides(data, env)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        index = _line_index(text)
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            line = 0
+            for cut in range(len(loc), 0, -1):
+                if loc[:cut] in index:
+                    line = index[loc[:cut]]
+                    break
+            key = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "string_pattern_mismatch":
+                msg = (f"{err['input']!r} is not a valid id: use letters, digits, '.', '_' or '-' "
+                       "(no spaces), at most 64 characters")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check the spelling against config/example.toml)"
+            elif err["type"] == "missing":
+                msg = "required key is missing"
+            problems.append(ConfigProblem(name, line, key, msg))
+        raise ConfigError(problems) from None

@@ -1,0 +1,147 @@
+"""The sink contract and `Delivery`, the one place that owns cursors, batching, retry, backoff and splitting."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from gateway.journal import Entry, Journal
+from gateway.metrics import Metrics
+
+__all__ = ["Action", "Delivery", "Sink", "SinkError"]
+
+log = logging.getLogger("citygw.delivery")
+
+
+class Action(enum.Enum):
+    """What the core does with a failed batch."""
+
+    RETRY = "retry"  # transient (network, 429, 5xx): back off and send the same batch again
+    SPLIT = "split"  # too large (413) or one bad point among good ones (400): halve and retry
+    DROP = "drop"  # this entry can never be written: dead-letter it and move on
+
+
+class SinkError(Exception):
+    """A failed write, classified by the sink."""
+
+    def __init__(self, action: Action, reason: str, retry_after_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.action = action
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+class Sink(Protocol):
+    """A destination. `write` raises SinkError (classified) or any exception (treated as RETRY)."""
+
+    name: str
+
+    def accepts(self, entry: Entry) -> bool:
+        """Whether this sink wants this entry at all (others are skipped, cursor still moves)."""
+        ...
+
+    def write(self, entries: Sequence[Entry]) -> None:
+        """Deliver the entries durably, or raise."""
+        ...
+
+    def body(self, entry: Entry) -> str:
+        """How the entry is rendered for this sink (kept in the dead-letter table when it is refused)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class Delivery:
+    """One thread per sink: read after the cursor, write, advance the cursor only after success."""
+
+    def __init__(self, sink: Sink, journal: Journal, metrics: Metrics, batch_size: int = 5000,
+                 flush_interval_s: float = 1.0, backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0
+                 ) -> None:
+        self.sink = sink
+        self.journal = journal
+        self.metrics = metrics
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.delivered = 0
+        self.failing_since: float | None = None
+        self.last_error = ""
+
+    def start(self) -> None:
+        """Start the delivery thread."""
+        self._thread = threading.Thread(target=self._run, name=f"citygw-sink-{self.sink.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the current write; undelivered entries stay in the journal for next time."""
+        self._stop.set()
+        self.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.sink.close()
+
+    def _run(self) -> None:
+        cursor = self.journal.cursor(self.sink.name)
+        backoff = self.backoff_initial_s
+        limit = self.batch_size
+        while not self._stop.is_set():
+            entries = self.journal.read_after(cursor, limit)
+            self.metrics.sink_lag.labels(self.sink.name).set(max(0, self.journal.last_seq() - cursor))
+            if not entries:
+                self.wake.wait(self.flush_interval_s)
+                self.wake.clear()
+                continue
+            wanted = [e for e in entries if self.sink.accepts(e)]
+            try:
+                if wanted:
+                    self.sink.write(wanted)
+            except SinkError as exc:
+                if exc.action is Action.DROP or (exc.action is Action.SPLIT and len(wanted) == 1):
+                    self._dead_letter(wanted, exc.reason)
+                elif exc.action is Action.SPLIT:
+                    limit = max(1, len(entries) // 2)
+                    self.metrics.sink_errors.labels(self.sink.name, "split").inc()
+                    continue
+                else:
+                    backoff = self._failed(exc.reason, backoff, exc.retry_after_s)
+                    continue
+            except Exception as exc:  # noqa: BLE001 — any other failure is transient: keep the data, retry
+                backoff = self._failed(f"{type(exc).__name__}: {exc}", backoff, None)
+                continue
+            cursor = entries[-1].seq
+            self.journal.set_cursor(self.sink.name, cursor)
+            self.delivered += len(wanted)
+            self.metrics.sink_written.labels(self.sink.name).inc(len(wanted))
+            if self.failing_since is not None:
+                log.info("sink %s recovered after %.0f s", self.sink.name, time.monotonic() - self.failing_since)
+                self.failing_since = None
+            backoff = self.backoff_initial_s
+            limit = min(self.batch_size, limit * 2)
+
+    def _failed(self, reason: str, backoff: float, retry_after_s: float | None) -> float:
+        self.metrics.sink_errors.labels(self.sink.name, "retry").inc()
+        self.last_error = reason
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+            log.warning("sink %s failing, will retry with backoff (entries stay in the journal): %s",
+                        self.sink.name, reason)
+        delay = retry_after_s if retry_after_s is not None else backoff * (0.5 + random.random())
+        self._stop.wait(min(delay, self.backoff_max_s))
+        return min(backoff * 2, self.backoff_max_s)
+
+    def _dead_letter(self, entries: Sequence[Entry], reason: str) -> None:
+        self.journal.dead_letter(self.sink.name, [(e.seq, reason, self.sink.body(e)) for e in entries])
+        self.metrics.sink_dead_letters.labels(self.sink.name).inc(len(entries))
+        log.error("sink %s refused %d entr%s for good (kept in dead_letters): %s", self.sink.name,
+                  len(entries), "y" if len(entries) == 1 else "ies", reason)

@@ -1,0 +1,154 @@
+"""InfluxDB sinks: v1 HTTP `/write` (InfluxDB 1.x) and the v2 write API through influxdb-client.
+
+Error classes follow Telegraf's outputs: 429 and 5xx retry (honouring Retry-After), 413 splits the batch,
+400/422 split until the offending point is alone, then dead-letter only that point.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import http.client
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.journal import Entry
+from gateway.lineproto import entry_line
+from gateway.sinks.base import Action, SinkError
+
+__all__ = ["InfluxV1Sink", "InfluxV2Sink", "classify_status"]
+
+
+def classify_status(status: int, body: str, retry_after: str | None) -> SinkError:
+    """Map an HTTP failure to what the core should do."""
+    snippet = body.strip().replace("\n", " ")[:300]
+    if status in (400, 422):
+        return SinkError(Action.SPLIT, f"HTTP {status}: {snippet}")
+    if status == 413:
+        return SinkError(Action.SPLIT, f"HTTP 413 request too large: {snippet}")
+    if status in (401, 403):
+        return SinkError(Action.RETRY, f"HTTP {status} unauthorized: check the token/credentials ({snippet})")
+    delay = None
+    if retry_after:
+        try:
+            delay = float(retry_after)
+        except ValueError:
+            delay = None
+    return SinkError(Action.RETRY, f"HTTP {status}: {snippet}", delay)
+
+
+def _ssl_context(ca_file: Path | None, verify: bool) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class _HttpLineSink:
+    """Shared by both APIs: POST gzip'd line protocol to one URL."""
+
+    name: str
+
+    def __init__(self, name: str, write_url: str, headers: dict[str, str], gzip_body: bool, timeout_s: float,
+                 ca_file: Path | None, verify_tls: bool) -> None:
+        self.name = name
+        self._url = write_url
+        self._headers = {"Content-Type": "text/plain; charset=utf-8", **headers}
+        self._gzip = gzip_body
+        self._timeout_s = timeout_s
+        self._ssl = _ssl_context(ca_file, verify_tls) if write_url.startswith("https") else None
+
+    def accepts(self, entry: Entry) -> bool:
+        """Both readings and KPI points go to InfluxDB."""
+        return True
+
+    def body(self, entry: Entry) -> str:
+        """The entry as a line of line protocol."""
+        return entry_line(entry)
+
+    def write(self, entries: Sequence[Entry]) -> None:
+        """POST the batch; raise a classified SinkError on failure."""
+        payload = "\n".join(entry_line(e) for e in entries).encode()
+        headers = dict(self._headers)
+        if self._gzip:
+            payload = gzip.compress(payload, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+        req = urllib.request.Request(self._url, data=payload, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self._timeout_s, context=self._ssl) as resp:
+                resp.read()
+        except urllib.error.HTTPError as exc:
+            body = exc.read().decode("utf-8", "replace")
+            raise classify_status(exc.code, body, exc.headers.get("Retry-After")) from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise SinkError(Action.RETRY, f"cannot reach {self._url.split('?')[0]}: {reason}") from None
+
+    def close(self) -> None:
+        """Nothing to release: each write is one request."""
+
+
+class InfluxV1Sink(_HttpLineSink):
+    """InfluxDB 1.x `/write?db=…&precision=ns`, with basic auth when a user is configured."""
+
+    def __init__(self, name: str, url: str, database: str, username: str = "", password: str = "",
+                 gzip_body: bool = True, timeout_s: float = 10.0, ca_file: Path | None = None,
+                 verify_tls: bool = True) -> None:
+        query = urllib.parse.urlencode({"db": database, "precision": "ns"})
+        headers = {}
+        if username:
+            token = base64.b64encode(f"{username}:{password}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        super().__init__(name, f"{url.rstrip('/')}/write?{query}", headers, gzip_body, timeout_s, ca_file,
+                         verify_tls)
+
+
+class InfluxV2Sink:
+    """The InfluxDB v2 write API through influxdb-client (InfluxDB 2.x, 3.x, Cloud, 1.8+, VictoriaMetrics)."""
+
+    def __init__(self, name: str, url: str, org: str, bucket: str, token: str, gzip_body: bool = True,
+                 timeout_s: float = 10.0, ca_file: Path | None = None, verify_tls: bool = True) -> None:
+        from influxdb_client import InfluxDBClient
+        from influxdb_client.client.write_api import SYNCHRONOUS
+
+        self.name = name
+        self._bucket = bucket
+        self._org = org
+        # retries=False: retry, backoff and splitting live once, in the core's Delivery.
+        self._client = InfluxDBClient(url=url, token=token or "none", org=org or "-", enable_gzip=gzip_body,
+                                      timeout=int(timeout_s * 1000), verify_ssl=verify_tls,
+                                      ssl_ca_cert=str(ca_file) if ca_file else None, retries=False)
+        self._api = self._client.write_api(write_options=SYNCHRONOUS)
+
+    def accepts(self, entry: Entry) -> bool:
+        """Both readings and KPI points go to InfluxDB."""
+        return True
+
+    def body(self, entry: Entry) -> str:
+        """The entry as a line of line protocol."""
+        return entry_line(entry)
+
+    def write(self, entries: Sequence[Entry]) -> None:
+        """Write the batch; raise a classified SinkError on failure."""
+        from influxdb_client.rest import ApiException
+        from urllib3.exceptions import HTTPError
+
+        lines = [entry_line(e) for e in entries]
+        try:
+            self._api.write(bucket=self._bucket, org=self._org or "-", record=lines, write_precision="ns")
+        except ApiException as exc:
+            headers = exc.headers or {}
+            raise classify_status(int(exc.status or 0), str(exc.body or exc.reason or ""),
+                                  headers.get("Retry-After")) from None
+        except (HTTPError, OSError) as exc:
+            raise SinkError(Action.RETRY, f"cannot reach InfluxDB: {exc}") from None
+
+    def close(self) -> None:
+        """Close the client."""
+        self._api.close()
+        self._client.close()

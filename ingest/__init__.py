@@ -1,0 +1,1 @@
+"""citygw ingest package."""

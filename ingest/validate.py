@@ -1,0 +1,65 @@
+"""Validation of decoded readings: vocabulary, unit, finite and plausible value, sane timestamp, duplicates."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from devices.reading import Reading
+from devices.vocabulary import QUANTITIES
+
+__all__ = ["MIN_PLAUSIBLE_NS", "Validator"]
+
+# Nothing a kit measures predates 2020; an earlier time is an unset clock (a Pi without RTC boots in 1970).
+MIN_PLAUSIBLE_NS = int(datetime(2020, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000_000
+
+
+def _iso(ts_ns: int) -> str:
+    try:
+        return datetime.fromtimestamp(ts_ns / 1e9, UTC).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return f"{ts_ns} ns"
+
+
+class Validator:
+    """Checks one reading at a time; `check` returns None when valid, else the rejection reason."""
+
+    def __init__(self, clock_ns: Callable[[], int], max_future_ns: int = 300 * 10**9,
+                 max_remembered: int = 200_000) -> None:
+        self._clock_ns = clock_ns
+        self.max_future_ns = max_future_ns
+        # Recent (device, quantity, ts) keys, oldest first: catches redelivered MQTT messages and replays.
+        self._seen: dict[tuple[str, str, int], None] = {}
+        self._max_remembered = max_remembered
+
+    def remember(self, r: Reading) -> None:
+        """Record an accepted reading so a later copy of it is rejected as a duplicate."""
+        seen = self._seen
+        seen[(r.device_id, r.quantity, r.ts)] = None
+        if len(seen) > self._max_remembered:
+            del seen[next(iter(seen))]
+
+    def check(self, r: Reading, now_ns: int | None = None) -> str | None:
+        """None when `r` may enter the journal, else a reason a technician can act on."""
+        q = QUANTITIES.get(r.quantity)
+        if q is None:
+            return f"unknown quantity {r.quantity!r} (run `citygw devices` for the vocabulary)"
+        if r.unit not in q.units:
+            return f"unit {r.unit!r} is not accepted for {r.quantity} (expected {' or '.join(q.units)})"
+        if not math.isfinite(r.value):
+            return f"{r.quantity} value is {r.value}, not a finite number"
+        if not q.low <= r.value <= q.high:
+            return (f"{r.quantity} value {r.value:g} {r.unit} is outside the plausible range "
+                    f"{q.low:g}..{q.high:g} (sensor fault or wrong scale?)")
+        if r.ts < MIN_PLAUSIBLE_NS:
+            return (f"timestamp {_iso(r.ts)} is before 2020: the device's or gateway's clock is not set "
+                    "(check NTP / the device's time source)")
+        now = self._clock_ns() if now_ns is None else now_ns
+        if r.ts > now + self.max_future_ns:
+            return (f"timestamp {_iso(r.ts)} is {(r.ts - now) / 1e9:.0f} s in the future "
+                    "(device clock ahead, or wrong time zone/units)")
+        if (r.device_id, r.quantity, r.ts) in self._seen:
+            return f"duplicate {r.quantity} reading at {_iso(r.ts)} (same device, quantity and timestamp)"
+        self.remember(r)
+        return None

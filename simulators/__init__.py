@@ -1,0 +1,1 @@
+"""citygw simulators package."""
