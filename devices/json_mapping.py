@@ -70,7 +70,8 @@ def decode(payload: bytes, ctx: DecodeContext) -> list[Reading]:
         values = doc.get("values")
         if not isinstance(values, dict) or not values:
             raise DecodeError("payload has no 'values' object and no field mapping is configured", payload)
-        units = doc.get("units") if isinstance(doc.get("units"), dict) else {}
+        units_doc = doc.get("units")
+        units: dict[str, Any] = units_doc if isinstance(units_doc, dict) else {}
         for quantity, raw in values.items():
             value = parse_number(raw, f"values.{quantity}")
             unit = units.get(quantity) or _canonical_unit(quantity)

@@ -101,11 +101,11 @@ def parse_timestamp_ns(value: Any, what: str = "timestamp") -> int:
         raise DecodeError(f"{what}: negative epoch {number}")
     magnitude = abs(number)
     if magnitude < 1e11:
-        return int(round(number * 1e9))
+        return round(number * 1e9)
     if magnitude < 1e14:
-        return int(round(number * 1e6))
+        return round(number * 1e6)
     if magnitude < 1e17:
-        return int(round(number * 1e3))
+        return round(number * 1e3)
     return int(number)
 
 
@@ -119,8 +119,11 @@ class FieldSpec:
     offset: float = 0.0
 
     def apply(self, value: float) -> float:
-        """The converted value."""
-        return value * self.scale + self.offset
+        """The converted value; a result that overflows to infinity is a DecodeError."""
+        out = value * self.scale + self.offset
+        if not math.isfinite(out):
+            raise DecodeError(f"{self.quantity}: {value} x {self.scale} + {self.offset} is not a finite number")
+        return out
 
 
 def canonical_unit(quantity: str) -> str:

@@ -21,7 +21,7 @@ import orjson
 from aggregators.kpi import KpiPoint
 from devices.reading import Reading
 
-__all__ = ["KIND_KPI", "KIND_READING", "Entry", "Journal", "JournalCorrupt"]
+__all__ = ["KIND_KPI", "KIND_READING", "Entry", "Journal"]
 
 log = logging.getLogger("citygw.journal")
 
@@ -56,10 +56,6 @@ _INSERT = (
     "INSERT INTO entries(kind, ts, device_id, quantity, unit, value, tags, quality, extra)"
     " VALUES (?,?,?,?,?,?,?,?,?)"
 )
-
-
-class JournalCorrupt(RuntimeError):
-    """The journal file could not be opened as a SQLite database (it has been moved aside)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +245,7 @@ class Journal:
                 + (" WHERE sink=?" if sink else "") + " ORDER BY id",
                 (sink,) if sink else (),
             ).fetchall()
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [(str(r[0]), int(r[1]), str(r[2]), str(r[3])) for r in rows]
 
     def count(self, kind: int | None = None) -> int:
         """How many entries the journal holds (of one kind)."""

@@ -73,11 +73,12 @@ class StatusServer:
                 self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:
-                log.debug("status: " + format, *args)
+                log.debug("status: %s", format % args)
 
         self.server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
         self.server.daemon_threads = True
-        self.address = f"{self.server.server_address[0]}:{self.server.server_address[1]}"
+        bound_host, bound_port = self.server.server_address[:2]
+        self.address = f"{bound_host!s}:{bound_port}"
         self._thread = threading.Thread(target=self.server.serve_forever, name="citygw-status", daemon=True)
 
     def start(self) -> None:

@@ -107,6 +107,7 @@ class MqttSource:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.messages += 1
         mid, qos = msg.mid, msg.qos
+        payload = bytes(msg.payload)
 
         def ack() -> None:
             if qos > 0:
@@ -121,17 +122,17 @@ class MqttSource:
         ctx = DecodeContext(device_id=device_id, received_ns=self.clock_ns(), topic=msg.topic,
                             tags=route.tags, options=route.options)
         try:
-            readings = route.kind.decode(msg.payload, ctx)
+            readings = route.kind.decode(payload, ctx)
         except DecodeError as exc:
             self.emitter.rejected(device_id or msg.topic, f"{route.kind.name} payload on {msg.topic}: "
-                                  f"{exc.reason}", msg.payload)
+                                  f"{exc.reason}", payload)
             ack()  # a bad payload will not get better on redelivery
             return
-        except Exception as exc:  # noqa: BLE001 — a decoder bug must not kill paho's network thread
+        except Exception as exc:
             log.exception("decoder %s raised %s (a bug: decoders may only raise DecodeError)",
                           route.kind.name, type(exc).__name__)
             self.emitter.rejected(device_id or msg.topic, f"decoder error {type(exc).__name__}: {exc}",
-                                  msg.payload)
+                                  payload)
             ack()
             return
         self.emitter.readings(readings, ack)

@@ -116,7 +116,7 @@ class Delivery:
                 else:
                     backoff = self._failed(exc.reason, backoff, exc.retry_after_s)
                     continue
-            except Exception as exc:  # noqa: BLE001 — any other failure is transient: keep the data, retry
+            except Exception as exc:
                 backoff = self._failed(f"{type(exc).__name__}: {exc}", backoff, None)
                 continue
             cursor = entries[-1].seq

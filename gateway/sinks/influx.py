@@ -135,14 +135,15 @@ class InfluxV2Sink:
 
     def write(self, entries: Sequence[Entry]) -> None:
         """Write the batch; raise a classified SinkError on failure."""
+        from influxdb_client import WritePrecision
         from influxdb_client.rest import ApiException
         from urllib3.exceptions import HTTPError
 
         lines = [entry_line(e) for e in entries]
         try:
-            self._api.write(bucket=self._bucket, org=self._org or "-", record=lines, write_precision="ns")
+            self._api.write(bucket=self._bucket, org=self._org or "-", record=lines, write_precision=WritePrecision.NS)  # type: ignore[arg-type]
         except ApiException as exc:
-            headers = exc.headers or {}
+            headers: dict[str, str] = dict(exc.headers or {})
             raise classify_status(int(exc.status or 0), str(exc.body or exc.reason or ""),
                                   headers.get("Retry-After")) from None
         except (HTTPError, OSError) as exc:

@@ -8,6 +8,7 @@ Topic tree (documented in README.md):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -107,9 +108,7 @@ class MqttFeedSink:
         """Mark the gateway offline (a clean stop does not fire the last will), then disconnect."""
         if self._connected.is_set():
             info = self.client.publish(self.status_topic, b"offline", qos=1, retain=True)
-            try:
+            with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout=2)
-            except (RuntimeError, ValueError):
-                pass
         self.client.disconnect()
         self.client.loop_stop()
