@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["coverage", "counter_delta", "energetic_mean", "level_stats"]
+__all__ = ["counter_delta", "coverage", "energetic_mean", "level_stats"]
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -12,7 +12,10 @@ _DIGITS = re.compile(r"\d+")
 
 
 def reason_code(reason: str) -> str:
-    """A low-cardinality label for a rejection reason: its first clause, numbers folded to N."""
+    """A low-cardinality label for a rejection reason: the phrase before its first colon, numbers folded to N.
+
+    Reasons are written "<what failed>: <details>", e.g. "checksum mismatch: frame says 02c6, bytes sum to 02c5".
+    """
     head = re.split(r"[:(]", reason, maxsplit=1)[0].strip()
     return _DIGITS.sub("N", head)[:60] or "unspecified"
 

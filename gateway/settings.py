@@ -341,15 +341,27 @@ def _line_index(text: str) -> dict[tuple[Any, ...], int]:
     return index
 
 
-def _apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> None:
+def _apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, str], str]:
+    """Apply CITYGW_<SECTION>_<KEY> variables; return {(section, key): variable name} of what was applied."""
+    applied: dict[tuple[str, str], str] = {}
+    sections: dict[str, type[BaseModel]] = {
+        "gateway": GatewaySection, "mqtt": MqttSection, "journal": JournalSection,
+        "aggregation": AggregationSection, "local_store": LocalStoreSection,
+    }
     for name, value in env.items():
-        if not name.startswith("CITYGW_") or name.count("_") < 2:
+        if not name.startswith("CITYGW_"):
             continue
-        _, section, key = name.lower().split("_", 2)
-        if section in ("gateway", "mqtt", "journal", "aggregation", "local_store") or section == "local":
-            data.setdefault(section, {})
-            if isinstance(data[section], dict):
-                data[section][key] = value
+        rest = name[len("CITYGW_"):].lower()
+        for section, model in sections.items():
+            key = rest.removeprefix(section + "_")
+            # Only real scalar keys of the section: CITYGW_MQTT_PASSWORD (a secret named by
+            # password_env) must never turn into a `password` key.
+            if key != rest and key in model.model_fields and key not in ("routes", "tls", "feed"):
+                target = data.setdefault(section, {})
+                if isinstance(target, dict):
+                    target[key] = value
+                    applied[(section, key)] = name
+    return applied
 
 
 def load_settings(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Settings:
@@ -371,7 +383,7 @@ def load_settings(path: str | os.PathLike[str] | None, env: Mapping[str, str] | 
             raise ConfigError(
                 [ConfigProblem(name, int(m.group(1)) if m else 0, "", f"TOML syntax error: {exc}")]
             ) from None
-    _apply_env_overrides(data, env)
+    from_env = _apply_env_overrides(data, env)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
@@ -393,5 +405,7 @@ def load_settings(path: str | os.PathLike[str] | None, env: Mapping[str, str] | 
                 msg = "unknown key (check the spelling against config/example.toml)"
             elif err["type"] == "missing":
                 msg = "required key is missing"
+            if loc[:2] in from_env:
+                msg += f" (value from environment variable {from_env[loc[:2]]})"  # type: ignore[index]
             problems.append(ConfigProblem(name, line, key, msg))
         raise ConfigError(problems) from None

@@ -44,22 +44,22 @@ class Validator:
         """None when `r` may enter the journal, else a reason a technician can act on."""
         q = QUANTITIES.get(r.quantity)
         if q is None:
-            return f"unknown quantity {r.quantity!r} (run `citygw devices` for the vocabulary)"
+            return f"unknown quantity: {r.quantity!r} (run `citygw devices` for the vocabulary)"
         if r.unit not in q.units:
-            return f"unit {r.unit!r} is not accepted for {r.quantity} (expected {' or '.join(q.units)})"
+            return f"unit not accepted: {r.unit!r} for {r.quantity} (expected {' or '.join(q.units)})"
         if not math.isfinite(r.value):
-            return f"{r.quantity} value is {r.value}, not a finite number"
+            return f"not a finite number: {r.quantity} value is {r.value}"
         if not q.low <= r.value <= q.high:
-            return (f"{r.quantity} value {r.value:g} {r.unit} is outside the plausible range "
+            return (f"out of plausible range: {r.quantity} value {r.value:g} {r.unit} is outside "
                     f"{q.low:g}..{q.high:g} (sensor fault or wrong scale?)")
         if r.ts < MIN_PLAUSIBLE_NS:
-            return (f"timestamp {_iso(r.ts)} is before 2020: the device's or gateway's clock is not set "
+            return (f"timestamp before 2020: {_iso(r.ts)}; the device's or gateway's clock is not set "
                     "(check NTP / the device's time source)")
         now = self._clock_ns() if now_ns is None else now_ns
         if r.ts > now + self.max_future_ns:
-            return (f"timestamp {_iso(r.ts)} is {(r.ts - now) / 1e9:.0f} s in the future "
+            return (f"timestamp in the future: {_iso(r.ts)} is {(r.ts - now) / 1e9:.0f} s ahead "
                     "(device clock ahead, or wrong time zone/units)")
         if (r.device_id, r.quantity, r.ts) in self._seen:
-            return f"duplicate {r.quantity} reading at {_iso(r.ts)} (same device, quantity and timestamp)"
+            return f"duplicate: {r.quantity} reading at {_iso(r.ts)} (same device, quantity and timestamp)"
         self.remember(r)
         return None

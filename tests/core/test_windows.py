@@ -23,7 +23,7 @@ def test_parse_duration() -> None:
     assert parse_duration_ns("250ms") == 250_000_000
     assert parse_duration_ns("15m") == 900 * S
     assert parse_duration_ns("1d") == 86400 * S
-    with pytest.raises(ValueError, match="e.g. 250ms"):
+    with pytest.raises(ValueError, match=r"e\.g\. 250ms"):
         parse_duration_ns("soon")
 
 

@@ -138,20 +138,21 @@ def test_kit_end_to_end(tmp_path: Path, mosquitto: Mosquitto, influx_v1: InfluxV
 
         # VictoriaMetrics through influxdb-client's v2 write API: the same readings (ms timestamps).
         def vm_noise() -> list[tuple[int, float]]:
-            series = victoria.export(f'{{__name__="reading_value",device_id="noise-1",db!~".+"}}')
+            series = victoria.export('{__name__="reading_value",device_id="noise-1",db!~".+"}')
             series = [s for s in series if s.labels.get("quantity") == "noise_laeq"]
             return series[0].points() if series else []
 
-        points = wait_for(lambda: len(vm_noise()) == 30 and vm_noise(), 60, "30 noise readings in VM")
+        wait_for(lambda: len(vm_noise()) == 30, 60, "30 noise readings in VM")
+        points = vm_noise()
         assert points == [(ts // 1_000_000, v) for ts, v in zip(noise_ts, noise_values, strict=True)]
-        vm_kpi = wait_for(lambda: victoria.export(f'{{__name__="kpi_value",device_id="noise-1"}}'), 30,
+        vm_kpi = wait_for(lambda: victoria.export('{__name__="kpi_value",device_id="noise-1"}'), 30,
                           "noise KPIs in VM")
         assert [v for _, v in vm_kpi[0].points()] == pytest.approx(expected, abs=1e-9)
 
         # The live feed: every KPI window of the noise device arrived as JSON, retained topic per series.
         topic = f"citygw/{gw_id}/kpi/noise-1/noise_laeq/10s"
-        got = wait_for(lambda: len(feed.snapshot().get(topic, [])) >= 3 and feed.snapshot()[topic], 30,
-                       "3 KPI messages on the feed")
+        wait_for(lambda: len(feed.snapshot().get(topic, [])) >= 3, 30, "3 KPI messages on the feed")
+        got = feed.snapshot()[topic]
         assert [m["value"] for m in got[-3:]] == pytest.approx(expected, abs=1e-9)
         assert got[-1]["start"] == base + 20 * S and got[-1]["window"] == "10s" and got[-1]["count"] == 10
         assert feed.snapshot()[f"citygw/{gw_id}/status"][-1] == "online"
