@@ -163,6 +163,9 @@ class WindowEngine:
             fields.update({"consumption": consumed, "first": float(values[0]), "last": float(values[-1]),
                            "resets": resets})
             headline = consumed
+        if q is not None and q.additive:
+            fields["sum"] = float(values.sum())
+            headline = fields["sum"]
         cov = coverage(ts, start, end, spec.slots)
         fields["coverage"] = cov
         return KpiPoint(

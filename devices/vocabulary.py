@@ -20,10 +20,12 @@ class Quantity:
     high: float
     description: str
     cumulative: bool = False  # a meter total (energy, volume) rather than a level
+    additive: bool = False  # a count per reporting interval (vehicles): windows sum it
 
 
-def _q(name: str, units: str, low: float, high: float, description: str, cumulative: bool = False) -> Quantity:
-    return Quantity(name, tuple(units.split("|")), low, high, description, cumulative)
+def _q(name: str, units: str, low: float, high: float, description: str, cumulative: bool = False,
+       additive: bool = False) -> Quantity:
+    return Quantity(name, tuple(units.split("|")), low, high, description, cumulative, additive)
 
 
 _TABLE = [
@@ -66,11 +68,11 @@ _TABLE = [
     _q("ph", "pH", 0, 14, "pH"),
     _q("turbidity", "NTU", 0, 4000, "turbidity"),
     _q("conductivity", "uS/cm", 0, 200000, "electrical conductivity"),
-    _q("vehicle_count", "1", 0, 1e6, "vehicles counted in the reporting interval"),
-    _q("heavy_vehicle_count", "1", 0, 1e6, "heavy vehicles counted in the reporting interval"),
-    _q("car_count", "1", 0, 1e6, "cars counted in the reporting interval"),
-    _q("bike_count", "1", 0, 1e6, "bicycles counted in the reporting interval"),
-    _q("pedestrian_count", "1", 0, 1e6, "pedestrians counted in the reporting interval"),
+    _q("vehicle_count", "1", 0, 1e6, "vehicles counted in the reporting interval", additive=True),
+    _q("heavy_vehicle_count", "1", 0, 1e6, "heavy vehicles counted in the reporting interval", additive=True),
+    _q("car_count", "1", 0, 1e6, "cars counted in the reporting interval", additive=True),
+    _q("bike_count", "1", 0, 1e6, "bicycles counted in the reporting interval", additive=True),
+    _q("pedestrian_count", "1", 0, 1e6, "pedestrians counted in the reporting interval", additive=True),
     _q("speed", "km/h", 0, 400, "vehicle speed"),
     _q("speed_v85", "km/h", 0, 400, "85th-percentile vehicle speed reported by the counter"),
     _q("rssi", "dBm", -200, 50, "radio signal strength"),

@@ -9,6 +9,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from aggregators.derived import DerivedKpis
 from aggregators.kpi import KpiPoint
 from aggregators.windows import WindowEngine, WindowSpec
 from devices.registry import get_kind
@@ -63,7 +64,7 @@ class Gateway:
         self.pipeline = Pipeline(
             self.journal, engine, self.metrics, clock_ns=clock_ns, batch_max=s.journal.batch_max,
             sink_names=tuple(sink.name for sink in self.sinks), on_appended=self._wake_sinks,
-            on_kpis=self._on_kpis,
+            on_kpis=self._on_kpis, derived=DerivedKpis(s.kpis, s.gateway.timezone),
         )
         self.mqtt_source: MqttSource | None = None
         self.transports: list[Any] = self._build_transports()

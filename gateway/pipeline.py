@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import orjson
 
+from aggregators.derived import DerivedKpis
 from aggregators.kpi import KpiPoint
 from aggregators.windows import WindowEngine
 from devices.reading import Reading
@@ -44,6 +45,7 @@ class Pipeline:
         sink_names: tuple[str, ...] = (),
         on_appended: Callable[[], None] = lambda: None,
         on_kpis: Callable[[list[KpiPoint]], None] = lambda points: None,
+        derived: DerivedKpis | None = None,
     ) -> None:
         self.journal = journal
         self.engine = engine
@@ -57,6 +59,7 @@ class Pipeline:
         self.sink_names = sink_names
         self.on_appended = on_appended
         self.on_kpis = on_kpis
+        self.derived = derived
         self._queue: deque[tuple[list[Reading], Ack | None]] = deque()
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -124,6 +127,10 @@ class Pipeline:
 
     def rebuild(self) -> None:
         """Restore window state after a restart: closed horizons from meta, open windows from raw readings."""
+        if self.derived is not None:
+            state = self.journal.get_meta("derived_state")
+            if state:
+                self.derived.restore(orjson.loads(state))
         saved = self.journal.get_meta("closed_until")
         if saved:
             for label, value in orjson.loads(saved).items():
@@ -219,8 +226,12 @@ class Pipeline:
         points = self.engine.advance(watermark)
         if not points:
             return
-        self.journal.append(kpis=points,
-                            meta={"closed_until": orjson.dumps(self.engine.closed_until).decode()})
+        meta = {"closed_until": orjson.dumps(self.engine.closed_until).decode()}
+        if self.derived is not None:
+            points.extend(self.derived.feed(points))
+            meta["derived_state"] = orjson.dumps(self.derived.state(), option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        # Window results, indicators and the new horizon commit together: a crash leaves all or none.
+        self.journal.append(kpis=points, meta=meta)
         for p in points:
             self.metrics.kpi_points.labels(p.window).inc()
         self.on_kpis(points)

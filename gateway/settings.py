@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from aggregators.derived import KpiOptions
 from aggregators.windows import parse_duration_ns
 
 __all__ = ["ConfigError", "ConfigProblem", "Settings", "load_settings", "read_secret"]
@@ -239,6 +240,7 @@ class Settings(_Section):
     journal: JournalSection = JournalSection()
     aggregation: AggregationSection = AggregationSection()
     local_store: LocalStoreSection = LocalStoreSection()
+    kpis: KpiOptions = KpiOptions()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:
