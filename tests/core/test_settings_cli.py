@@ -148,3 +148,15 @@ def test_decoded_frame_matches_encoder() -> None:
     assert pms5003.encode({"pm2_5_cf1": 8, "pm10_cf1": 8, "pm2_5": 8, "pm10": 8, "particles_0_3um": 210,
                            "particles_0_5um": 70, "particles_1_0um": 45, "particles_2_5um": 30}) == \
         bytes.fromhex(REFERENCE_FRAME)
+
+
+def test_readme_embeds_the_example_config_verbatim() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert (REPO / "config" / "example.toml").read_text() in readme
+
+
+def test_readme_first_screen_has_exactly_the_two_setup_commands() -> None:
+    first_screen = (REPO / "README.md").read_text().split("---", 1)[0]
+    commands = [line for line in first_screen.splitlines() if line.startswith("bash ")]
+    assert [c.split("#")[0].strip() for c in commands] == ["bash scripts/dev.sh demo", "bash scripts/dev.sh test"]
+    assert "bash scripts/dev.sh test" in (REPO / ".ci" / "run").read_text()
