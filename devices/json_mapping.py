@@ -15,18 +15,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from devices.kind import DeviceKind, register
-from devices.payload import get_path, parse_json_object, parse_number, parse_timestamp_ns
+from devices.payload import canonical_unit, get_path, parse_json_object, parse_number, parse_timestamp_ns
 from devices.reading import DecodeContext, DecodeError, Reading
 from devices.vocabulary import QUANTITIES
 
 _ABSENT = object()
 
 
-def _canonical_unit(quantity: str) -> str:
-    q = QUANTITIES.get(quantity)
-    if q is None:
-        raise DecodeError(f"unknown quantity {quantity!r}")
-    return q.units[0]
+_CANONICAL_UNITS = {name: q.units[0] for name, q in QUANTITIES.items()}
 
 
 def _common(doc: dict[str, Any], ctx: DecodeContext, opts: Mapping[str, Any]) -> tuple[str, int, dict[str, str]]:
@@ -64,7 +60,7 @@ def decode(payload: bytes, ctx: DecodeContext) -> list[Reading]:
                 continue  # a field absent from this message is normal (partial reports)
             quantity = spec["quantity"]
             value = parse_number(raw, path) * float(spec.get("scale", 1.0)) + float(spec.get("offset", 0.0))
-            unit = spec.get("unit") or _canonical_unit(quantity)
+            unit = spec.get("unit") or canonical_unit(quantity)
             out.append(Reading(device_id, quantity, value, unit, ts, tags))
     else:
         values = doc.get("values")
@@ -74,7 +70,7 @@ def decode(payload: bytes, ctx: DecodeContext) -> list[Reading]:
         units: dict[str, Any] = units_doc if isinstance(units_doc, dict) else {}
         for quantity, raw in values.items():
             value = parse_number(raw, f"values.{quantity}")
-            unit = units.get(quantity) or _canonical_unit(quantity)
+            unit = units.get(quantity) or _CANONICAL_UNITS.get(quantity) or canonical_unit(quantity)
             out.append(Reading(device_id, str(quantity), value, str(unit), ts, tags))
     if not out:
         raise DecodeError("payload carries none of the mapped fields", payload)

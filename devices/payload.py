@@ -55,6 +55,13 @@ def get_path(doc: Any, path: str, default: Any = _MISSING) -> Any:
 
 def parse_number(value: Any, what: str) -> float:
     """A finite float from a JSON number or numeric string; bools, NaN and infinities are rejected."""
+    kind = type(value)
+    if kind is float:  # the hot path: JSON numbers with a fraction
+        if value - value != 0.0:  # NaN or an infinity
+            raise DecodeError(f"{what}: value is {value}, not a finite number")
+        return float(value)
+    if kind is int:
+        return float(value)
     if isinstance(value, bool) or value is None:
         raise DecodeError(f"{what}: expected a number, got {value!r}")
     if isinstance(value, int | float):
@@ -75,6 +82,8 @@ def parse_timestamp_ns(value: Any, what: str = "timestamp") -> int:
     """UTC nanoseconds from RFC 3339 text or epoch seconds/ms/us/ns (chosen by magnitude)."""
     if isinstance(value, str):
         text = value.strip()
+        if text.isdigit():
+            return parse_timestamp_ns(int(text), what)
         if text and (text[0].isdigit() and "-" not in text and ":" not in text):
             return parse_timestamp_ns(parse_number(text, what), what)
         try:
@@ -96,6 +105,19 @@ def parse_timestamp_ns(value: Any, what: str = "timestamp") -> int:
         if dt.tzinfo is None:
             raise DecodeError(f"{what}: {value[:40]!r} has no UTC offset")
         return int(dt.timestamp()) * 1_000_000_000 + frac_ns
+    if type(value) is int:
+        # Integer epochs stay integers: a float cannot hold nanoseconds since 1970 exactly.
+        if value < 0:
+            raise DecodeError(f"{what}: negative epoch {value}")
+        if value < 10**11:
+            return value * 1_000_000_000
+        if value < 10**14:
+            return value * 1_000_000
+        if value < 10**17:
+            return value * 1_000
+        if value >= 2**63:
+            raise DecodeError(f"{what}: epoch {value} is out of range")
+        return value
     number = parse_number(value, what)
     if number < 0:
         raise DecodeError(f"{what}: negative epoch {number}")
@@ -149,6 +171,9 @@ def field_specs(option: Any, what: str = "option 'fields'") -> dict[str, FieldSp
             raise DecodeError(f"{what}[{key!r}] must be a quantity name or a table with a 'quantity'")
         quantity = spec["quantity"]
         unit = spec.get("unit") or canonical_unit(quantity)
+        canonical_unit(quantity)  # an unknown quantity is an error even when a unit is given
+        if not isinstance(unit, str):
+            raise DecodeError(f"{what}[{key!r}].unit must be a unit name, got {unit!r}")
         scale = parse_number(spec.get("scale", 1.0), f"{what}[{key!r}].scale")
         offset = parse_number(spec.get("offset", 0.0), f"{what}[{key!r}].offset")
         out[str(key)] = FieldSpec(quantity, str(unit), scale, offset)

@@ -23,6 +23,7 @@ from gateway.sinks.influx import InfluxV1Sink, InfluxV2Sink
 from gateway.sinks.local_store import LocalStoreSink
 from gateway.sinks.mqtt_feed import MqttFeedSink
 from gateway.status import StatusServer
+from ingest.modbus_bus import ModbusBus, ModbusDevice
 from ingest.mqtt_client import MqttOptions
 from ingest.mqtt_source import MqttSource, Route
 from ingest.serial_port import SerialDevice, SerialPortOwner
@@ -57,7 +58,9 @@ class Gateway:
         )
         self.sinks = self._build_sinks()
         self.deliveries = [
-            Delivery(sink, Journal(s.journal_path, s.journal.synchronous), self.metrics,
+            # Cursor writes need no fsync: a cursor lost in a power cut only re-sends entries (InfluxDB
+            # overwrites the same points; the local store may repeat lines; see docs/reliability.md).
+            Delivery(sink, Journal(s.journal_path, "normal"), self.metrics,
                      batch_size=self._batch_size(sink), flush_interval_s=self._flush_interval(sink))
             for sink in self.sinks
         ]
@@ -127,14 +130,20 @@ class Gateway:
             if kind.link == "modbus":
                 modbus_by_port.setdefault(d.port, []).append(d)
                 continue
+            # Addressable serial devices (a sound level meter on a shared line) read `address` from options.
+            options = {"address": d.address, **d.options} if "address" in d.model_fields_set else d.options
             transports.append(SerialPortOwner(
                 SerialDevice(d.id, kind, d.port, d.baudrate, d.parity, d.stopbits, d.poll_interval, d.timeout,
-                             d.tags, d.options),
-                self.pipeline, clock_ns=self.clock_ns))
+                             d.tags, options),
+                self.pipeline, clock_ns=self.clock_ns, silence_s=d.silence_timeout))
         for port, devices in modbus_by_port.items():
-            from gateway.modbus_wiring import build_modbus_bus
-
-            transports.append(build_modbus_bus(port, devices, self.pipeline, self.clock_ns))
+            first = devices[0]  # settings guarantee every device on a port agrees on the line parameters
+            transports.append(ModbusBus(
+                port,
+                [ModbusDevice(d.id, d.kind, d.address, d.poll_interval, d.options, d.tags, timeout=d.timeout)
+                 for d in devices],
+                self.pipeline, baudrate=first.baudrate, parity=first.parity, stopbits=first.stopbits,
+                timeout=max(d.timeout for d in devices), clock=self.clock_ns))
         if s.mqtt.host and s.mqtt.routes:
             routes = [Route(r.topic, get_kind(r.format), r.device_id, r.qos, r.tags, r.options)
                       for r in s.mqtt.routes]

@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS entries (
     quality TEXT NOT NULL,
     extra TEXT                              -- KPI: JSON {window, end_ns, fields, valid}
 );
-CREATE INDEX IF NOT EXISTS entries_kind_ts ON entries(kind, ts);
+CREATE INDEX IF NOT EXISTS entries_kind_ts ON entries(kind, ts);  -- rebuild of open windows; KPI-only sinks
 CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -69,9 +69,14 @@ class Entry:
     quantity: str
     unit: str
     value: float
-    tags: dict[str, str]
+    tags_json: str  # kept as stored: sinks that format line protocol cache by it instead of parsing it
     quality: str
     extra: dict[str, Any] | None
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """The entry's tags (parsed on each access)."""
+        return orjson.loads(self.tags_json) if self.tags_json != "{}" else {}
 
     def as_kpi(self) -> KpiPoint:
         """Rebuild the KPI point of a KIND_KPI entry."""
@@ -125,7 +130,13 @@ class Journal:
         try:
             db = self._connect(synchronous)
         except sqlite3.DatabaseError as exc:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+            stamp = time.strftime('%Y%m%dT%H%M%S')
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+            n = 1
+            # rename() replaces an existing file: never let a second corrupt journal overwrite the first.
+            while any(Path(str(aside) + suffix).exists() for suffix in ("", "-wal", "-shm")):
+                n += 1
+                aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
             for suffix in ("", "-wal", "-shm"):
                 src = Path(str(self.path) + suffix)
                 if src.exists():
@@ -201,19 +212,15 @@ class Journal:
             row = self._db.execute("SELECT seq FROM cursors WHERE sink=?", (sink,)).fetchone()
         return int(row[0]) if row else 0
 
-    def read_after(self, seq: int, limit: int) -> list[Entry]:
-        """Up to `limit` entries after `seq`, oldest first."""
+    def read_after(self, seq: int, limit: int, kind: int | None = None) -> list[Entry]:
+        """Up to `limit` entries after `seq`, oldest first (only of `kind` when given)."""
+        sql = ("SELECT seq, kind, ts, device_id, quantity, unit, value, tags, quality, extra FROM entries"
+               " WHERE seq > ?" + (" AND kind = ?" if kind is not None else "") + " ORDER BY seq LIMIT ?")
         with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, kind, ts, device_id, quantity, unit, value, tags, quality, extra"
-                " FROM entries WHERE seq > ? ORDER BY seq LIMIT ?",
-                (seq, limit),
-            ).fetchall()
-        return [
-            Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], orjson.loads(r[7]), r[8],
-                  orjson.loads(r[9]) if r[9] else None)
-            for r in rows
-        ]
+            rows = self._db.execute(sql, (seq, kind, limit) if kind is not None else (seq, limit)).fetchall()
+        loads = orjson.loads
+        return [Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], loads(r[9]) if r[9] else None)
+                for r in rows]
 
     def last_seq(self) -> int:
         """The highest seq ever appended."""
@@ -292,16 +299,21 @@ class Journal:
         if self.max_bytes <= 0 or self.used_bytes() <= self.max_bytes:
             return 0
         lost = 0
-        while self.used_bytes() > self.max_bytes:
+        while (used := self.used_bytes()) > self.max_bytes:
             with self._lock:
                 db = self._db
                 placeholders = ",".join("?" * len(sinks)) or "''"
                 floor_row = db.execute(
-                    f"SELECT min(seq) FROM cursors WHERE sink IN ({placeholders})", tuple(sinks)
+                    f"SELECT count(*), min(seq) FROM cursors WHERE sink IN ({placeholders})", tuple(sinks)
                 ).fetchone()
-                floor = int(floor_row[0]) if floor_row and floor_row[0] is not None else 0
+                # A sink without a cursor row has delivered nothing: its floor is 0, whatever the others did.
+                floor = int(floor_row[1]) if sinks and floor_row[0] == len(sinks) else 0
+                rows = int(db.execute("SELECT count(*) FROM entries").fetchone()[0])
+                # Drop about as many of the oldest entries as the excess holds, not a whole batch: the cap
+                # must cost no more data than it has to (used/rows over-estimates an entry, so no overshoot).
+                step = max(1, min(batch, (used - self.max_bytes) * rows // max(used, 1)))
                 ids = [r[0] for r in db.execute(
-                    "SELECT seq FROM entries ORDER BY seq LIMIT ?", (batch,)).fetchall()]
+                    "SELECT seq FROM entries ORDER BY seq LIMIT ?", (step,)).fetchall()]
                 if not ids:
                     break
                 db.execute("BEGIN IMMEDIATE")

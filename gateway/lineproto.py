@@ -49,6 +49,23 @@ def _field_value(value: Any) -> str:
     return f'"{text}"'
 
 
+_prefix_cache: dict[tuple[str, str, str, str, str], str] = {}
+_PREFIX_CACHE_MAX = 100_000
+
+
+def _reading_prefix(e: Entry) -> str:
+    key = (e.device_id, e.quantity, e.unit, e.quality, e.tags_json)
+    prefix = _prefix_cache.get(key)
+    if prefix is None:
+        fixed = [("device_id", e.device_id), ("quantity", e.quantity), ("unit", e.unit),
+                 ("quality", "" if e.quality == "good" else e.quality)]
+        prefix = f"reading{_tag_set(fixed, e.tags, _RESERVED_READING)} value="
+        if len(_prefix_cache) >= _PREFIX_CACHE_MAX:
+            _prefix_cache.clear()  # bounded; the next lines rebuild what is still in use
+        _prefix_cache[key] = prefix
+    return prefix
+
+
 def entry_line(e: Entry) -> str:
     """One line of line protocol for a journal entry."""
     if e.kind == KIND_KPI:
@@ -61,6 +78,5 @@ def entry_line(e: Entry) -> str:
                 fields[k] = v
         field_text = ",".join(f"{escape_key(k)}={_field_value(v)}" for k, v in sorted(fields.items()))
         return f"kpi{_tag_set(fixed, e.tags, _RESERVED_KPI)} {field_text} {e.ts}"
-    fixed = [("device_id", e.device_id), ("quantity", e.quantity), ("unit", e.unit),
-             ("quality", "" if e.quality == "good" else e.quality)]
-    return f"reading{_tag_set(fixed, e.tags, _RESERVED_READING)} value={float(e.value)!r} {e.ts}"
+    # Readings repeat the same series over and over: the escaped measurement and tag set is cached.
+    return f"{_reading_prefix(e)}{float(e.value)!r} {e.ts}"

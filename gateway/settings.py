@@ -92,6 +92,7 @@ class DeviceConfig(_Section):
     stopbits: Literal[1, 2] = 1
     poll_interval: Duration = 10.0
     timeout: Duration = 1.0
+    silence_timeout: Duration | None = None  # unavailable after this long without a good frame (default: kind's)
     address: int = Field(1, ge=0, le=255)
     tags: dict[str, str] = {}
     options: dict[str, Any] = {}
@@ -248,6 +249,12 @@ class Settings(_Section):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"device ids must be unique; repeated: {', '.join(dupes)}")
+        by_port: dict[str, tuple[int, str, int]] = {}
+        for d in self.devices:
+            line = (d.baudrate, d.parity, d.stopbits)
+            if by_port.setdefault(d.port, line) != line:
+                raise ValueError(f"devices on port {d.port} disagree on baudrate/parity/stopbits: one bus, one "
+                                 "line setting (device " + d.id + ")")
         if self.mqtt.routes and not self.mqtt.host:
             raise ValueError("mqtt.routes are configured but mqtt.host is empty")
         prefix = self.feed_prefix

@@ -126,9 +126,7 @@ class ModbusBus:
         self._clock = clock
         self._timeout = timeout
         self._retries = retries
-        self._delay = (
-            default_inter_request_delay(baudrate) if inter_request_delay is None else inter_request_delay
-        )
+        self._delay = default_inter_request_delay(baudrate) if inter_request_delay is None else inter_request_delay
         self._quarantine_after = quarantine_after
         self._probe_max = probe_interval_max
         self._reconnect_delay = reconnect_delay
@@ -164,9 +162,7 @@ class ModbusBus:
         if not 1 <= device.address <= 255:
             raise ValueError(f"device {device.device_id!r}: Modbus address {device.address} outside 1..255")
         if not device.poll_interval > 0 or not math.isfinite(device.poll_interval):
-            raise ValueError(
-                f"device {device.device_id!r}: poll interval must be a positive number of seconds"
-            )
+            raise ValueError(f"device {device.device_id!r}: poll interval must be a positive number of seconds")
         try:
             reads = kind.modbus_reads(device.options)
         except (ValueError, TypeError) as exc:
@@ -351,9 +347,7 @@ class ModbusBus:
         # pymodbus reads its timeout from comm_params on each receive: this gives per-device timeouts.
         timeout = self._timeout if d.timeout is None else d.timeout
         self._client.comm_params.timeout_connect = timeout
-        call = (
-            self._client.read_input_registers if read.function == 4 else self._client.read_holding_registers
-        )
+        call = self._client.read_input_registers if read.function == 4 else self._client.read_holding_registers
         last = "no reply"
         for attempt in range(attempts):
             if self._stop.is_set():

@@ -69,6 +69,9 @@ class MqttSource:
         self.connected = False
         self.stopping = False
         self.messages = 0
+        # Counts connections: an ack owed to a message of an earlier connection is not sent on a later one,
+        # where its packet id may already name another message (the broker redelivers the first anyway).
+        self.generation = 0
         self.client = build_client(opts, manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -90,6 +93,7 @@ class MqttSource:
         if reason.is_failure:
             log.error("MQTT broker %s:%d refused the connection: %s", self.opts.host, self.opts.port, reason)
             return
+        self.generation += 1
         self.connected = True
         self.on_connection(True)
         log.info("connected to MQTT broker %s:%d (session present: %s)", self.opts.host, self.opts.port,
@@ -108,9 +112,10 @@ class MqttSource:
         self.messages += 1
         mid, qos = msg.mid, msg.qos
         payload = bytes(msg.payload)
+        generation = self.generation
 
         def ack() -> None:
-            if qos > 0:
+            if qos > 0 and generation == self.generation and self.connected:
                 client.ack(mid, qos)
 
         route = next((r for r in self.routes if mqtt.topic_matches_sub(r.match_filter, msg.topic)), None)

@@ -126,6 +126,9 @@ class SerialPortOwner:
                     continue
                 ctx = DecodeContext(device_id=dev.device_id, received_ns=received, tags=dev.tags,
                                     options=dev.options)
+                # Several frames in one read must not share a receipt time, or the validator would
+                # take the second for a duplicate of the first and drop it.
+                received += 1
                 try:
                     readings = kind.decode(item, ctx)
                 except DecodeError as exc:

@@ -18,10 +18,14 @@ class PtyDevice:
     Subclasses or callers write frames with `write()`, and may answer requests: `on_request(data)` is called
     from the reader thread with bytes the gateway sent, and returns the reply (or b"" for none).
     `unplug()` closes the pty (the gateway sees an I/O error); `plug()` opens a new one under a new path.
+    With `link`, that path is also kept as a symlink to the current slave (like /dev/serial/by-id/…): it
+    disappears on `unplug()` and points at the new pty after `plug()`, so the gateway can be given `link`.
     """
 
-    def __init__(self, on_request: Callable[[bytes], bytes] | None = None) -> None:
+    def __init__(self, on_request: Callable[[bytes], bytes] | None = None,
+                 link: str | os.PathLike[str] | None = None) -> None:
         self._on_request = on_request
+        self.link = os.fspath(link) if link is not None else None
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._master = -1
@@ -39,6 +43,12 @@ class PtyDevice:
         with self._lock:
             self._master, self._slave = master, slave
             self.port = os.ttyname(slave)
+        if self.link is not None:
+            tmp = f"{self.link}.new"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            os.symlink(self.port, tmp)
+            os.replace(tmp, self.link)  # atomic: the link never dangles half-made
         self._closed.clear()
         if self._on_request is not None:
             self._reader = threading.Thread(target=self._read_loop, name=f"pty-reader {self.port}", daemon=True)
@@ -76,8 +86,11 @@ class PtyDevice:
                 self.write(reply)
 
     def unplug(self) -> None:
-        """Close both ends, as if the USB adapter were pulled out."""
+        """Close both ends, as if the USB adapter were pulled out (the `link`, if any, goes away too)."""
         self._closed.set()
+        if self.link is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.link)
         if self._reader is not None and self._reader is not threading.current_thread():
             self._reader.join(timeout=2)
         with self._lock:

@@ -40,10 +40,7 @@ class Sink(Protocol):
     """A destination. `write` raises SinkError (classified) or any exception (treated as RETRY)."""
 
     name: str
-
-    def accepts(self, entry: Entry) -> bool:
-        """Whether this sink wants this entry at all (others are skipped, cursor still moves)."""
-        ...
+    only_kind: int | None  # KIND_KPI for a sink that takes only KPI points; None for everything
 
     def write(self, entries: Sequence[Entry]) -> None:
         """Deliver the entries durably, or raise."""
@@ -96,13 +93,16 @@ class Delivery:
         backoff = self.backoff_initial_s
         limit = self.batch_size
         while not self._stop.is_set():
-            entries = self.journal.read_after(cursor, limit)
-            self.metrics.sink_lag.labels(self.sink.name).set(max(0, self.journal.last_seq() - cursor))
+            last = self.journal.last_seq()  # read first: anything committed later is read next round
+            self.metrics.sink_lag.labels(self.sink.name).set(max(0, last - cursor))
+            wanted = entries = self.journal.read_after(cursor, limit, self.sink.only_kind)
             if not entries:
+                if last > cursor:  # only entries of kinds this sink does not take: they count as delivered
+                    cursor = last
+                    self.journal.set_cursor(self.sink.name, cursor)
                 self.wake.wait(self.flush_interval_s)
                 self.wake.clear()
                 continue
-            wanted = [e for e in entries if self.sink.accepts(e)]
             try:
                 if wanted:
                     self.sink.write(wanted)

@@ -53,6 +53,7 @@ class _HttpLineSink:
     """Shared by both APIs: POST gzip'd line protocol to one URL."""
 
     name: str
+    only_kind: int | None = None  # readings and KPI points both go to InfluxDB
 
     def __init__(self, name: str, write_url: str, headers: dict[str, str], gzip_body: bool, timeout_s: float,
                  ca_file: Path | None, verify_tls: bool) -> None:
@@ -62,10 +63,6 @@ class _HttpLineSink:
         self._gzip = gzip_body
         self._timeout_s = timeout_s
         self._ssl = _ssl_context(ca_file, verify_tls) if write_url.startswith("https") else None
-
-    def accepts(self, entry: Entry) -> bool:
-        """Both readings and KPI points go to InfluxDB."""
-        return True
 
     def body(self, entry: Entry) -> str:
         """The entry as a line of line protocol."""
@@ -111,6 +108,8 @@ class InfluxV1Sink(_HttpLineSink):
 class InfluxV2Sink:
     """The InfluxDB v2 write API through influxdb-client (InfluxDB 2.x, 3.x, Cloud, 1.8+, VictoriaMetrics)."""
 
+    only_kind: int | None = None  # readings and KPI points both go to InfluxDB
+
     def __init__(self, name: str, url: str, org: str, bucket: str, token: str, gzip_body: bool = True,
                  timeout_s: float = 10.0, ca_file: Path | None = None, verify_tls: bool = True) -> None:
         from influxdb_client import InfluxDBClient
@@ -124,10 +123,6 @@ class InfluxV2Sink:
                                       timeout=int(timeout_s * 1000), verify_ssl=verify_tls,
                                       ssl_ca_cert=str(ca_file) if ca_file else None, retries=False)
         self._api = self._client.write_api(write_options=SYNCHRONOUS)
-
-    def accepts(self, entry: Entry) -> bool:
-        """Both readings and KPI points go to InfluxDB."""
-        return True
 
     def body(self, entry: Entry) -> str:
         """The entry as a line of line protocol."""

@@ -35,14 +35,12 @@ def entry_dict(e: Entry) -> dict[str, Any]:
 class LocalStoreSink:
     """Appends readings to readings-YYYY-MM-DD.jsonl and KPI points to kpi-YYYY-MM-DD.jsonl (fsync per batch)."""
 
+    only_kind: int | None = None
+
     def __init__(self, name: str, directory: Path) -> None:
         self.name = name
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-
-    def accepts(self, entry: Entry) -> bool:
-        """Everything is stored."""
-        return True
 
     def body(self, entry: Entry) -> str:
         """The JSON line."""

@@ -41,6 +41,7 @@ class MqttFeedSink:
         self.name = name
         self.prefix = prefix.rstrip("/")
         self.raw = raw
+        self.only_kind = None if raw else KIND_KPI  # raw readings only when configured
         self.qos = qos
         self.publish_timeout_s = publish_timeout_s
         self.status_topic = f"{self.prefix}/status"
@@ -76,10 +77,6 @@ class MqttFeedSink:
         if not topic.startswith(self.prefix + "/"):  # defence in depth: never publish outside our prefix
             raise SinkError(Action.DROP, f"topic {topic!r} is outside the feed prefix")
         return topic
-
-    def accepts(self, entry: Entry) -> bool:
-        """KPI points always; raw readings only when configured."""
-        return entry.kind == KIND_KPI or self.raw
 
     def body(self, entry: Entry) -> str:
         """The JSON payload."""

@@ -32,6 +32,23 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
+def port_open_by(pid: int, path: str) -> bool:
+    """Whether process `pid` has `path` (a serial port or pty) open — pyserial discards input that arrived
+    before the open, so a test starts streaming only then."""
+    target = os.path.realpath(path)
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 class GatewayProcess:
     """`python -m gateway.cli run --config FILE` as a subprocess, its log captured to a file."""
 

@@ -13,7 +13,7 @@ import pytest
 
 from devices import json_mapping, pms5003
 from simulators.pty_device import StreamingPtyDevice
-from tests.integration.helpers import FeedSubscriber, GatewayProcess, publish_all, wait_for
+from tests.integration.helpers import FeedSubscriber, GatewayProcess, port_open_by, publish_all, wait_for
 from tests.servers import InfluxV1, Mosquitto, VictoriaMetrics
 
 S = 10**9
@@ -88,7 +88,9 @@ def test_kit_end_to_end(tmp_path: Path, mosquitto: Mosquitto, influx_v1: InfluxV
     gateway = GatewayProcess(config, tmp_path / "gateway.log", env={"E2E_TOKEN": "s3cret-token"}).start()
     try:
         wait_for(lambda: "status" in str(feed.snapshot()), 30, "the gateway's online status on the feed")
-        time.sleep(1.0)
+        assert gateway.proc is not None
+        wait_for(lambda: port_open_by(gateway.proc.pid, pms.port), 30, "the gateway to open the pty")
+        time.sleep(0.5)  # pyserial configures the port and flushes its input just after opening it
         queue.extend(frames)
         base = (time.time_ns() // (10 * S)) * 10 * S - 100 * S
         noise_ts = [base + i * S for i in range(30)]
@@ -105,7 +107,7 @@ def test_kit_end_to_end(tmp_path: Path, mosquitto: Mosquitto, influx_v1: InfluxV
                  "30 noise readings in influxd")
         wait_for(lambda: len(influx_rows(
             "SELECT value FROM reading WHERE device_id='air-pm-1' AND quantity='pm2_5'")) == 25, 60,
-            "25 PM2.5 readings in influxd")
+            f"25 PM2.5 readings in influxd (frames left unsent: {len(queue)}, sent: {pms.frames_sent})")
         wait_for(lambda: len(influx_rows("SELECT value FROM kpi WHERE device_id='noise-1'")) == 3, 60,
                  "3 noise KPI windows in influxd")
 

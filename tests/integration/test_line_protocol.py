@@ -79,5 +79,5 @@ def test_v2_client_writes_to_victoria_metrics(tmp_path: Path, victoria: Victoria
 def test_line_format_is_stable() -> None:
     j_entry = Reading("d 1", "pm2_5", 3.0, "ug/m3", 5, {"b": "x y", "a": "1"})
     row = reading_row(j_entry)
-    e = Entry(1, row[0], row[1], row[2], row[3], row[4], row[5], {"b": "x y", "a": "1"}, row[7], None)
+    e = Entry(1, row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], None)
     assert entry_line(e) == r"reading,a=1,b=x\ y,device_id=d\ 1,quantity=pm2_5,unit=ug/m3 value=3.0 5"
