@@ -113,6 +113,7 @@ log_level = "warning"
 [mqtt]
 host = "127.0.0.1"
 port = {broker.port}
+protocol = "{os.environ.get('BENCH_MQTT_PROTOCOL', '3.1.1')}"
 
 [[mqtt.routes]]
 topic = "{topic}"

@@ -155,7 +155,9 @@ class MqttSection(_Section):
 
     host: str = ""
     port: int = Field(1883, gt=0, lt=65536)
-    protocol: Literal["5", "3.1.1"] = "5"
+    # 3.1.1 by default: every broker and TTN speak it, a clean_session=False session persists just the same,
+    # and paho parses it ~35 % faster than MQTT 5 (no per-packet properties; docs/performance.md).
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
     client_id: str = ""
     username: str = ""
     password_env: str = ""

@@ -23,7 +23,7 @@ class MqttOptions:
     client_id: str = ""
     username: str = ""
     password: str = ""
-    protocol: str = "5"  # "5" or "3.1.1"
+    protocol: str = "3.1.1"  # "3.1.1" or "5"
     keepalive: int = 30
     session_expiry_s: float = 7 * 86400.0
     reconnect_max_s: float = 60.0
