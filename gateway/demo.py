@@ -49,15 +49,16 @@ def run_demo(duration: float | None = None, data_dir: str | None = None) -> int:
     """Run the demo until Ctrl-C or `duration` seconds; return the exit status."""
     from gateway.app import Gateway
     from gateway.cli import _wait_for_signal
-    from simulators.demo_kit import DemoNoisePublisher, start_demo_pms
+    from simulators.demo_kit import DemoNoisePublisher
     from simulators.embedded_broker import EmbeddedBroker
+    from simulators.pms5003 import Pms5003Simulator
 
     tmp = None
     if data_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="citygw-demo-")
         data_dir = tmp.name
     broker = EmbeddedBroker().start()
-    pms = start_demo_pms(seed=1)
+    pms = Pms5003Simulator(seed=1)
     noise = DemoNoisePublisher("127.0.0.1", broker.port, topic="demo/sensors/noise-1/json", seed=2)
     gateway = Gateway(demo_settings(Path(data_dir), pms.port, broker.port))
     gateway.kpi_listeners.append(_print_kpis)

@@ -1,4 +1,5 @@
-"""The demo kit's simulated devices: a PMS5003 on a pty and a noise sensor publishing JSON over MQTT."""
+"""The demo kit's MQTT device: a noise sensor publishing citygw's canonical JSON (the PMS5003 is
+`simulators.pms5003.Pms5003Simulator`)."""
 
 from __future__ import annotations
 
@@ -7,27 +8,10 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from devices import json_mapping, pms5003
-from simulators.pty_device import StreamingPtyDevice
+from devices import json_mapping
 from simulators.signals import DiurnalSignal
 
-__all__ = ["DemoNoisePublisher", "start_demo_pms"]
-
-
-def start_demo_pms(seed: int = 1, period_s: float = 1.0) -> StreamingPtyDevice:
-    """A PMS5003 streaming active-mode frames with a diurnal PM signal."""
-    pm25 = DiurnalSignal(base=6.0, amplitude=18.0, noise=1.5, seed=seed)
-
-    def frame(now_s: float) -> bytes:
-        v = pm25.value_at(now_s)
-        return pms5003.encode({
-            "pm1_0_cf1": v * 0.7, "pm2_5_cf1": v * 1.05, "pm10_cf1": v * 1.4,
-            "pm1_0": v * 0.66, "pm2_5": v, "pm10": v * 1.35,
-            "particles_0_3um": v * 120, "particles_0_5um": v * 35, "particles_1_0um": v * 6,
-            "particles_2_5um": v * 0.8, "particles_5_0um": v * 0.2, "particles_10um": v * 0.05,
-        })
-
-    return StreamingPtyDevice(frame, period_s=period_s)
+__all__ = ["DemoNoisePublisher"]
 
 
 class DemoNoisePublisher:
