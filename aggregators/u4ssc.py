@@ -59,6 +59,7 @@ class Feed:
     quantity: str
     statistic: str
     note: str = ""
+    series: str = ""  # the derived KPI series carrying it (aggregators.derived.SERIES), when the gateway emits one
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +102,10 @@ _LIST: Final[tuple[Indicator, ...]] = (
         "Environment / Environment / Environmental Quality",
         "%",
         "inhabitants exposed above threshold / population × 100",
-        (Feed("noise_laeq", "lden", "annual, per site"), Feed("noise_laeq", "lnight", "annual, per site")),
+        (
+            Feed("noise_laeq", "lden", "annual, per site", series="lden"),
+            Feed("noise_laeq", "lnight", "annual, per site", series="lnight"),
+        ),
         "aggregators.noise.exposure_exceeds",
         ("inhabitants per site", "population"),
         "SEC; threshold NR",
@@ -113,7 +117,10 @@ _LIST: Final[tuple[Indicator, ...]] = (
         "Environment / Environment / Water & Sanitation",
         "l/capita/day",
         "annual volume (m³) × 1000 / (population × days)",
-        (Feed("water_volume", "consumption", "sum over the year of meter deltas"),),
+        (
+            Feed("water_volume", "consumption", "sum over the year of meter deltas", series="water_consumption"),
+            Feed("water_volume", "per_capita", "daily l/capita/day", series="water_consumption_per_capita"),
+        ),
         "aggregators.water_energy.per_capita_l_per_day",
         ("population",),
         "SEC",
@@ -125,9 +132,12 @@ _LIST: Final[tuple[Indicator, ...]] = (
         "%",
         "(supplied − utilized) / supplied × 100",
         (
-            Feed("water_volume", "consumption", "supply (district) meters"),
-            Feed("water_volume", "consumption", "customer meters"),
-            Feed("water_flow", "minimum_night_flow", "leak indicator, not the KPI itself"),
+            Feed("water_volume", "consumption", "supply (district) meters", series="water_consumption"),
+            Feed("water_volume", "consumption", "customer meters", series="water_consumption"),
+            Feed("water_flow", "minimum_night_flow", "leak indicator, not the KPI itself",
+                 series="minimum_night_flow"),
+            Feed("water_volume", "minimum_night_flow", "hourly consumption as flow, when no flow is reported",
+                 series="minimum_night_flow"),
         ),
         "aggregators.water_energy.water_loss_pct",
         source="SEC; NR",
@@ -152,7 +162,7 @@ _LIST: Final[tuple[Indicator, ...]] = (
         "Environment / Energy",
         "kWh/year/capita",
         "total electricity consumption (kWh/yr) / population",
-        (Feed("energy_import", "consumption", "sum over the year of meter deltas"),),
+        (Feed("energy_import", "consumption", "sum over the year of meter deltas", series="energy_consumption"),),
         "aggregators.water_energy.kwh_per_capita",
         ("population",),
         "SEC",
@@ -209,7 +219,8 @@ _LIST: Final[tuple[Indicator, ...]] = (
         "%",
         "km of major streets monitored by ICT / total km of major streets × 100",
         (
-            Feed("vehicle_count", "hourly_volume", "a street counts as monitored while its counter reports"),
+            Feed("vehicle_count", "hourly_volume", "a street counts as monitored while its counter reports",
+                 series="traffic_volume"),
             Feed("speed", "speed_percentile_85"),
         ),
         "aggregators.water_energy.percent",

@@ -190,7 +190,7 @@ class Gateway:
         deadline = time.monotonic() + 5.0
         last = self.journal.last_seq()
         for d in self.deliveries:
-            while time.monotonic() < deadline and d.journal.cursor(d.sink.name) < last and d.failing_since is None:
+            while time.monotonic() < deadline and d.cursor < last and d.failing_since is None:
                 time.sleep(0.05)
             d.stop()
             d.journal.close()
@@ -247,7 +247,7 @@ class Gateway:
                             "rejected": int(rejected_by_device.get(dev, 0))})
         last = self.journal.last_seq()
         sinks = [{"name": d.sink.name, "delivered": d.delivered,
-                  "lag": max(0, last - d.journal.cursor(d.sink.name)),
+                  "lag": max(0, last - d.cursor),
                   "last_error": d.last_error if d.failing_since is not None else ""}
                  for d in self.deliveries]
         return {

@@ -143,9 +143,8 @@ class Pipeline:
         replayed = 0
         for r in self.journal.readings_since(since - longest):
             self.validator.remember(r)
-            if not self.engine.add(r):
-                self.engine.seed_counter(r)
-            else:
+            self.engine.seed_counter(r)
+            if self.engine.add(r):
                 replayed += 1
             self._max_event_ns = max(self._max_event_ns, r.ts)
         self.engine.late = 0

@@ -44,7 +44,8 @@ def build_client(opts: MqttOptions, manual_ack: bool = False) -> mqtt.Client:
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=opts.client_id,
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-        clean_session=None if v5 else False,  # 3.1.1: a persistent session keeps QoS 1 messages for us
+        # 3.1.1: a persistent session keeps QoS 1 messages for us; it needs a client id to be found again.
+        clean_session=None if v5 else not opts.client_id,
         manual_ack=manual_ack,
     )
     if opts.username:

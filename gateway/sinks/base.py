@@ -59,8 +59,8 @@ class Delivery:
     """One thread per sink: read after the cursor, write, advance the cursor only after success."""
 
     def __init__(self, sink: Sink, journal: Journal, metrics: Metrics, batch_size: int = 5000,
-                 flush_interval_s: float = 1.0, backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0
-                 ) -> None:
+                 flush_interval_s: float = 1.0, backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
+                 cursor_persist_s: float = 1.0) -> None:
         self.sink = sink
         self.journal = journal
         self.metrics = metrics
@@ -72,6 +72,10 @@ class Delivery:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.delivered = 0
+        self.cursor = journal.cursor(sink.name)  # in memory; persisted at most every cursor_persist_s
+        self.cursor_persist_s = cursor_persist_s
+        self._persisted = self.cursor
+        self._persisted_at = time.monotonic()
         self.failing_since: float | None = None
         self.last_error = ""
 
@@ -86,10 +90,22 @@ class Delivery:
         self.wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        self._persist_cursor(force=True)
         self.sink.close()
 
+    def _persist_cursor(self, force: bool = False) -> None:
+        # Writing the cursor after every batch would take the journal's write lock (and, under
+        # synchronous=full, an fsync) per batch, adding milliseconds of latency to every sink. A cursor
+        # that is up to a second stale after a crash only re-sends entries, which the sinks write
+        # idempotently (docs/reliability.md).
+        if self.cursor != self._persisted and (
+                force or time.monotonic() - self._persisted_at >= self.cursor_persist_s):
+            self.journal.set_cursor(self.sink.name, self.cursor)
+            self._persisted = self.cursor
+            self._persisted_at = time.monotonic()
+
     def _run(self) -> None:
-        cursor = self.journal.cursor(self.sink.name)
+        cursor = self.cursor
         backoff = self.backoff_initial_s
         limit = self.batch_size
         while not self._stop.is_set():
@@ -98,8 +114,8 @@ class Delivery:
             wanted = entries = self.journal.read_after(cursor, limit, self.sink.only_kind)
             if not entries:
                 if last > cursor:  # only entries of kinds this sink does not take: they count as delivered
-                    cursor = last
-                    self.journal.set_cursor(self.sink.name, cursor)
+                    cursor = self.cursor = last
+                self._persist_cursor(force=True)  # idle: a good moment to make the cursor durable
                 self.wake.wait(self.flush_interval_s)
                 self.wake.clear()
                 continue
@@ -119,8 +135,8 @@ class Delivery:
             except Exception as exc:
                 backoff = self._failed(f"{type(exc).__name__}: {exc}", backoff, None)
                 continue
-            cursor = entries[-1].seq
-            self.journal.set_cursor(self.sink.name, cursor)
+            cursor = self.cursor = entries[-1].seq
+            self._persist_cursor()
             self.delivered += len(wanted)
             self.metrics.sink_written.labels(self.sink.name).inc(len(wanted))
             if self.failing_since is not None:

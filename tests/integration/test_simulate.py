@@ -196,9 +196,9 @@ def test_simulated_city_week_into_influxdb(tmp_path: Path, influx_v1: InfluxV1) 
     for h, row in eaqi.items():
         levels = {}
         for p in ("pm2_5", "pm10"):
-            window = [float(v) for k in range(24) if (v := means[p].get(h - k * H)) is not None]
-            if len(window) >= 18:
-                levels[p] = eaqi_level(p, sum(window) / len(window))
+            running = [float(v) for k in range(24) if (v := means[p].get(h - k * H)) is not None]
+            if len(running) >= 18:
+                levels[p] = eaqi_level(p, sum(running) / len(running))
         for p in ("no2", "o3"):
             if (v := means[p].get(h)) is not None:
                 levels[p] = eaqi_level(p, v)
@@ -298,3 +298,25 @@ def test_simulate_into_the_local_store(tmp_path: Path) -> None:
     lden = [k for k in kpis if k["name"] == "lden"]
     assert [k["hours"] for k in lden] == [24, 25]
     assert all(k["valid"] for k in lden)
+
+
+@pytest.mark.parametrize("kit", sorted((REPO / "config" / "kits").glob("*.toml")), ids=lambda p: p.stem)
+def test_every_kit_file_is_valid_and_has_simulated_devices(kit: Path) -> None:
+    settings = load_settings(kit)
+    start = local_midnight(START)
+    scenario = KitScenario(device_specs(settings), settings.gateway.timezone, start, seed=1)
+    assert scenario.devices, kit.name
+    readings = scenario.step(start, start + H)
+    assert readings and {r.device_id for r in readings} == {d.device_id for d in scenario.devices}
+
+
+def test_cli_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--kit", str(KIT), "--days", "1", "--start", "23/03/2026"]) == 2
+    assert "not an ISO date" in capsys.readouterr().err
+    assert main(["simulate", "--kit", str(KIT), "--days", "0"]) == 2
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[kpis]\nlden_day_start = 30\n')
+    assert main(["simulate", "--kit", str(KIT), "--days", "1", "--config", str(bad)]) == 1
+    assert "lden_day_start" in capsys.readouterr().err
+    assert main(["simulate", "--kit", str(tmp_path / "missing.toml"), "--days", "1"]) == 1
+    assert "cannot read" in capsys.readouterr().err
