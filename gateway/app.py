@@ -70,6 +70,7 @@ class Gateway:
             on_kpis=self._on_kpis, derived=DerivedKpis(s.kpis, s.gateway.timezone),
         )
         self.mqtt_source: MqttSource | None = None
+        self._mqtt_up = False
         self.transports: list[Any] = self._build_transports()
         self.status_server: StatusServer | None = None
         self._stopped = threading.Event()
@@ -149,7 +150,8 @@ class Gateway:
                       for r in s.mqtt.routes]
             self.mqtt_source = MqttSource(
                 self.pipeline, self.mqtt_options("in"), routes, clock_ns=self.clock_ns,
-                on_connection=lambda up: self.metrics.mqtt_connected.labels("in").set(1 if up else 0))
+                on_connection=self._mqtt_input_state)
+            self.pipeline.input_state(False)  # down until the first connection
             transports.append(self.mqtt_source)
         return transports
 
@@ -190,7 +192,8 @@ class Gateway:
         deadline = time.monotonic() + 5.0
         last = self.journal.last_seq()
         for d in self.deliveries:
-            while time.monotonic() < deadline and d.cursor < last and d.failing_since is None:
+            while (time.monotonic() < deadline and d.cursor < last and d.failing_since is None
+                   and d.running):
                 time.sleep(0.05)
             d.stop()
             d.journal.close()
@@ -204,6 +207,12 @@ class Gateway:
             self.metrics.clock_jumps.inc()
 
     # -- observers -----------------------------------------------------------------------------------------
+
+    def _mqtt_input_state(self, up: bool) -> None:
+        self.metrics.mqtt_connected.labels("in").set(1 if up else 0)
+        if up != self._mqtt_up:
+            self._mqtt_up = up
+            self.pipeline.input_state(up)
 
     def _wake_sinks(self) -> None:
         for d in self.deliveries:
@@ -259,6 +268,7 @@ class Gateway:
             "accepted": self.pipeline.accepted,
             "rejected": self.pipeline.rejected_count,
             "late": self.pipeline.engine.late,
+            "journal_dropped": int(self.journal.get_meta("dropped_undelivered") or 0),
             "devices": devices,
             "sinks": sinks,
             "latest_kpis": [{"device_id": p.device_id, "name": p.name, "window": p.window, "value": p.value,

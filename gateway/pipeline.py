@@ -66,6 +66,10 @@ class Pipeline:
         self._thread: threading.Thread | None = None
         self._max_event_ns = 0
         self._last_data_ns = clock_ns()
+        # While an input that may carry a backlog is not yet connected (or has just connected), idle time
+        # must not close windows on wall time: the backlog would then arrive late. See input_state().
+        self._inputs_down = 0
+        self._hold_idle_until = 0.0
         self._log_counts: dict[tuple[str, str], int] = {}
         self._device_up: dict[str, bool] = {}
         self.accepted = 0
@@ -108,6 +112,13 @@ class Pipeline:
             else:
                 log.warning("device %s is unavailable: %s", device_id, reason)
         self._device_up[device_id] = available
+
+    def input_state(self, up: bool) -> None:
+        """An input with a broker-side backlog went down or came up (call once per transition)."""
+        with self._cond:
+            self._inputs_down = max(0, self._inputs_down + (-1 if up else 1))
+            if up:
+                self._hold_idle_until = time.monotonic() + self.idle_close_ns / 1e9
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -220,7 +231,8 @@ class Pipeline:
         """Advance the watermark: event time (bounded by the wall clock), or wall time once input is idle."""
         now = self.clock_ns()
         watermark = min(self._max_event_ns, now)
-        if now - self._last_data_ns >= self.idle_close_ns:
+        if (now - self._last_data_ns >= self.idle_close_ns and self._inputs_down == 0
+                and time.monotonic() >= self._hold_idle_until):
             watermark = now
         points = self.engine.advance(watermark)
         if not points:

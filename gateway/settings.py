@@ -260,6 +260,9 @@ class Settings(_Section):
         if self.mqtt.routes and not self.mqtt.host:
             raise ValueError("mqtt.routes are configured but mqtt.host is empty")
         prefix = self.feed_prefix
+        if not prefix.strip("/"):
+            raise ValueError(f"mqtt.feed.topic_prefix {self.mqtt.feed.topic_prefix!r} is empty: the gateway would "
+                             "publish at the broker's root; leave it unset for citygw/<gateway id>")
         if "#" in prefix or "+" in prefix or prefix.startswith("$"):
             raise ValueError(f"mqtt.feed.topic_prefix {prefix!r} must be a plain topic (no wildcards, no $)")
         return self

@@ -93,6 +93,11 @@ class Delivery:
         self._persist_cursor(force=True)
         self.sink.close()
 
+    @property
+    def running(self) -> bool:
+        """Whether the delivery thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
     def _persist_cursor(self, force: bool = False) -> None:
         # Writing the cursor after every batch would take the journal's write lock (and, under
         # synchronous=full, an fsync) per batch, adding milliseconds of latency to every sink. A cursor

@@ -135,3 +135,18 @@ def test_concurrent_emitters_lose_nothing(tmp_path: Path) -> None:
     p.stop()
     assert p.journal.count(KIND_READING) == 1200
     assert len(acks) == 1200
+
+
+def test_idle_close_waits_while_an_input_with_a_backlog_is_down(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    p = _pipeline(tmp_path / "j.sqlite", clock, idle_close_s=0.0)
+    p.process([([Reading("d", "pm2_5", 1.0, "ug/m3", T0 + S)], None)])
+    closed: list[KpiPoint] = []
+    p.on_kpis = closed.extend
+    p.input_state(False)  # the broker is unreachable: its backlog may still hold this window's readings
+    clock.now = T0 + 600 * S
+    p.tick()
+    assert closed == []
+    p.input_state(True)  # connected, and the (zero) hold after connecting has passed
+    p.tick()
+    assert [k.window for k in closed] == ["10s", "1m"]

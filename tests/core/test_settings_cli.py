@@ -160,3 +160,8 @@ def test_readme_first_screen_has_exactly_the_two_setup_commands() -> None:
     commands = [line for line in first_screen.splitlines() if line.startswith("bash ")]
     assert [c.split("#")[0].strip() for c in commands] == ["bash scripts/dev.sh demo", "bash scripts/dev.sh test"]
     assert "bash scripts/dev.sh test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_feed_prefix_must_not_be_the_broker_root(tmp_path: Path) -> None:
+    problems = _problems(tmp_path, '[mqtt]\nhost = "b"\n[mqtt.feed]\ntopic_prefix = "///"\n')
+    assert any("publish at the broker's root" in p for p in problems)
