@@ -119,6 +119,7 @@ class Journal:
     def __init__(self, path: str | os.PathLike[str], synchronous: Synchronous = "full",
                  max_bytes: int = 0) -> None:
         self.path = Path(path)
+        self.synchronous = synchronous
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,6 +154,9 @@ class Journal:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             db.execute("PRAGMA busy_timeout=30000")
+            # Checkpoints normally run inside whichever commit crosses 1000 WAL pages, stalling it; the
+            # pipeline's housekeeping thread checkpoints every second instead (this is the safety net).
+            db.execute("PRAGMA wal_autocheckpoint=20000")
             quick = db.execute("PRAGMA quick_check").fetchone()
             if quick is None or quick[0] != "ok":
                 raise sqlite3.DatabaseError(f"integrity check failed: {quick}")
@@ -269,7 +273,7 @@ class Journal:
             size = self._db.execute("PRAGMA page_size").fetchone()[0]
         return int((pages - free) * size)
 
-    def trim(self, sinks: Sequence[str], keep_readings_since_ns: int) -> int:
+    def trim(self, sinks: Sequence[str], keep_readings_since_ns: int, chunk: int = 2000) -> int:
         """Delete entries every sink has delivered, except readings still needed to rebuild open windows."""
         if not sinks:
             return 0
@@ -282,10 +286,22 @@ class Journal:
             if row[0] < len(sinks):
                 return 0  # a sink that never delivered anything holds everything
             floor = int(row[1])
-            cur = db.execute(
-                "DELETE FROM entries WHERE seq <= ? AND (kind=1 OR ts < ?)", (floor, keep_readings_since_ns)
-            )
-            return int(cur.rowcount)
+        deleted = 0
+        while True:
+            # Small transactions, the lock released between them: a trim never stalls the ingest thread's
+            # commits for long (tail latency), however much there is to delete.
+            with self._lock:
+                cur = self._db.execute(
+                    "DELETE FROM entries WHERE seq IN (SELECT seq FROM entries WHERE seq <= ? AND (kind=1 OR ts < ?)"
+                    " ORDER BY seq LIMIT ?)", (floor, keep_readings_since_ns, chunk))
+            deleted += int(cur.rowcount)
+            if cur.rowcount < chunk:
+                return deleted
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database without blocking writers (PASSIVE), so the WAL stays small."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def enforce_cap(self, sinks: Sequence[str], batch: int = 5000) -> int:
         """Drop the oldest entries while the journal is over `max_bytes`; returns how many undelivered were lost.

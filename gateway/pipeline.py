@@ -64,6 +64,7 @@ class Pipeline:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._housekeeper: threading.Thread | None = None
         self._max_event_ns = 0
         self._last_data_ns = clock_ns()
         # While an input that may carry a backlog is not yet connected (or has just connected), idle time
@@ -127,6 +128,9 @@ class Pipeline:
         self.rebuild()
         self._thread = threading.Thread(target=self._run, name="citygw-ingest", daemon=True)
         self._thread.start()
+        self._housekeeper = threading.Thread(target=self._housekeeping_loop, name="citygw-housekeeping",
+                                             daemon=True)
+        self._housekeeper.start()
 
     def stop(self) -> None:
         """Drain what is queued, close nothing early (open windows are rebuilt on the next start), join."""
@@ -135,6 +139,8 @@ class Pipeline:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        if self._housekeeper is not None:
+            self._housekeeper.join(timeout=30)
 
     def rebuild(self) -> None:
         """Restore window state after a restart: closed horizons from meta, open windows from raw readings."""
@@ -180,7 +186,6 @@ class Pipeline:
             return batch
 
     def _run(self) -> None:
-        last_housekeeping = 0.0
         while True:
             batch = self._take()
             if batch:
@@ -188,9 +193,20 @@ class Pipeline:
             elif self._stop.is_set():
                 break
             self.tick()
-            if time.monotonic() - last_housekeeping > 5.0:
-                last_housekeeping = time.monotonic()
-                self.housekeeping()
+
+    def _housekeeping_loop(self) -> None:
+        # Its own connection and thread: checkpoints, trimming and the disk cap never stall ingest commits
+        # for longer than one small transaction.
+        journal = Journal(self.journal.path, self.journal.synchronous, self.journal.max_bytes)
+        try:
+            last = 0.0
+            while not self._stop.wait(1.0):
+                journal.checkpoint()
+                if time.monotonic() - last >= 5.0:
+                    last = time.monotonic()
+                    self.housekeeping(journal)
+        finally:
+            journal.close()
 
     def process(self, batch: list[tuple[list[Reading], Ack | None]]) -> None:
         """Validate, append in one transaction, acknowledge, then fold into windows."""
@@ -248,11 +264,12 @@ class Pipeline:
         self.on_kpis(points)
         self.on_appended()
 
-    def housekeeping(self) -> None:
+    def housekeeping(self, journal: Journal | None = None) -> None:
         """Trim what every sink delivered; enforce the disk cap (counting what it costs)."""
+        journal = journal or self.journal
         longest = max((s.size_ns for s in self.engine.specs), default=0)
-        self.journal.trim(self.sink_names, self.engine.open_since() - longest)
-        lost = self.journal.enforce_cap(self.sink_names)
+        journal.trim(self.sink_names, self.engine.open_since() - longest)
+        lost = journal.enforce_cap(self.sink_names)
         if lost:
             self.metrics.journal_dropped.inc(lost)
-        self.metrics.journal_bytes.set(self.journal.used_bytes())
+        self.metrics.journal_bytes.set(journal.used_bytes())
