@@ -170,6 +170,59 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_simulators(args: argparse.Namespace) -> int:
+    """Start a simulator for every device and route of a kit file; write a config pointing at them."""
+    from gateway.settings import ConfigError
+    from simulators.kit import SimulatedKit
+
+    _setup_logging("warning")
+    broker: tuple[str, int] | None = None
+    embedded = None
+    if args.broker == "embedded":
+        from simulators.embedded_broker import EmbeddedBroker
+
+        embedded = EmbeddedBroker().start()
+        broker = ("127.0.0.1", embedded.port)
+    elif args.broker:
+        host, _, port_text = args.broker.rpartition(":")
+        if not host or not port_text.isdigit():
+            print(f"--broker {args.broker!r}: use HOST:PORT (e.g. 127.0.0.1:1883) or 'embedded'", file=sys.stderr)
+            return 2
+        broker = (host, int(port_text))
+    try:
+        kit = SimulatedKit(args.kit, broker=broker, seed=args.seed).start()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        if embedded is not None:
+            embedded.stop()
+        return 1
+    except (ValueError, ConnectionError, OSError) as exc:
+        print(f"cannot start the simulators: {exc}", file=sys.stderr)
+        if embedded is not None:
+            embedded.stop()
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        print(f"citygw simulators: {len(kit.devices)} simulated device(s) from {args.kit} (seed {args.seed})",
+              flush=True)
+        for line in kit.describe():
+            print("  " + line, flush=True)
+        if broker is not None:
+            print(f"MQTT broker: {broker[0]}:{broker[1]}{' (embedded)' if embedded else ''}", flush=True)
+        if args.write_config:
+            out = kit.write_config(args.write_config)
+            print(f"config written to {out}: run `citygw run --config {out}` in another terminal", flush=True)
+        print("running until Ctrl-C" + (f" or {args.duration:g} s" if args.duration else "") + "...", flush=True)
+        stop.wait(args.duration if args.duration else None)
+    finally:
+        kit.stop()
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="citygw", description="Smart-city sensor kit gateway")
@@ -208,6 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", default=None, help="first local day, YYYY-MM-DD (default: DAYS days ago)")
     p.add_argument("--seed", type=int, default=1, help="seed of the signal models")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("simulators", help="simulate every device of a kit file; write a config that points at them")
+    p.add_argument("--kit", required=True, help="a config or kit file (config/kits/*.toml)")
+    p.add_argument("--write-config", default=None, metavar="OUT", help="write the rewritten config here")
+    p.add_argument("--broker", default=None, metavar="HOST:PORT",
+                   help="MQTT broker the publishers (and the written config) use; 'embedded' starts one")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--seed", type=int, default=1, help="seed of the signal models")
+    p.set_defaults(func=cmd_simulators)
 
     p = sub.add_parser("devices", help="list device kinds and payload formats")
     p.set_defaults(func=cmd_devices)

@@ -22,6 +22,16 @@ def _iso(ts_ns: int) -> str:
         return f"{ts_ns} ns"
 
 
+def _key(r: Reading) -> int:
+    """Identity of a reading for duplicate detection: its series (device, quantity, tags) and time.
+
+    Tags are part of it: an SDM630 sends voltage for phases L1, L2 and L3 at one instant.
+    """
+    if r.tags:
+        return hash((r.device_id, r.quantity, r.ts, tuple(sorted(r.tags.items()))))
+    return hash((r.device_id, r.quantity, r.ts))
+
+
 class Validator:
     """Checks one reading at a time; `check` returns None when valid, else the rejection reason."""
 
@@ -38,7 +48,7 @@ class Validator:
     def remember(self, r: Reading) -> None:
         """Record an accepted reading so a later copy of it is rejected as a duplicate."""
         seen = self._seen
-        seen[hash((r.device_id, r.quantity, r.ts))] = None
+        seen[_key(r)] = None
         if len(seen) > self._max_remembered:
             del seen[next(iter(seen))]
 
@@ -61,7 +71,7 @@ class Validator:
         if r.ts > now + self.max_future_ns:
             return (f"timestamp in the future: {_iso(r.ts)} is {(r.ts - now) / 1e9:.0f} s ahead "
                     "(device clock ahead, or wrong time zone/units)")
-        if hash((r.device_id, r.quantity, r.ts)) in self._seen:
+        if _key(r) in self._seen:
             return f"duplicate: {r.quantity} reading at {_iso(r.ts)} (same device, quantity and timestamp)"
         self.remember(r)
         return None

@@ -1,0 +1,717 @@
+"""A whole kit of simulators started from a citygw config file: one simulator per device, one publisher per route.
+
+`SimulatedKit(config)` reads a config (a TOML path or a `Settings`), starts
+
+- a serial simulator on a pty for every serial `[[devices]]` entry (the kind's class in `SIMULATORS`),
+- ONE `simulators.modbus.ModbusSimulator` per Modbus `port`, serving every slave configured on that port at
+  its configured `address` (multi-drop, exactly as configured),
+- a publisher thread per `[[mqtt.routes]]` entry, publishing `simulators.mqtt_publishers` payloads of the
+  route's format on a topic that matches the route's filter, with the device id in the topic level the
+  route's `device_id` template reads,
+
+and rewrites the config so every device's `port` points to its simulator (and `[mqtt]` to the broker the
+publishers use). `settings` is the rewritten `Settings`, `toml()` the rewritten file text; run the gateway on
+it (`citygw run --config OUT`) and it reads every simulated device through the real pyserial / pymodbus /
+MQTT path. Signals are seeded per device id, so a kit replays the same values for the same seed.
+
+Streaming serial simulators send one frame per device `poll_interval` (their real period is fixed by the
+sensor; a short interval keeps demos and tests quick). MQTT routes publish every `mqtt_period_s`.
+
+Each simulated device reports what it sent, in vocabulary terms: `SimulatedDevice.sent(quantity)` lists the
+values of the recent frames, replies or messages (bounded), `quantities()` what it emits. A new serial kind
+adds one line to `SIMULATORS`; a new Modbus kind or MQTT format adds one line there and its support in
+`simulators.modbus` / `simulators.mqtt_publishers`.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import re
+import threading
+import time
+import tomllib
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from devices import line_protocol
+from devices.kind import DeviceKind
+from devices.modbus_common import Field
+from devices.registry import get_kind
+from devices.vocabulary import QUANTITIES
+from gateway.settings import DeviceConfig, MqttRoute, Settings, load_settings, read_secret
+from simulators.bswa_slm import BswaSlmSimulator
+from simulators.faults import SerialSimulator
+from simulators.mhz19b import Mhz19bSimulator
+from simulators.modbus import ModbusSimulator, SimSlave, kind_fields
+from simulators.mqtt_publishers import MqttPublisher, make_payload
+from simulators.pms5003 import Pms5003Simulator, Pms5003tSimulator
+from simulators.sds011 import Sds011Simulator
+from simulators.wmbus_water import WmbusWaterSimulator
+
+__all__ = [
+    "MODBUS", "MQTT", "SIMULATORS", "SerialSim", "SimulatedDevice", "SimulatedKit", "payload_values", "plan_route",
+    "to_toml",
+]
+
+HISTORY = 512  # values remembered per simulated device (bounded)
+
+
+@dataclass(frozen=True, slots=True)
+class SerialSim:
+    """How to simulate a serial kind: its simulator class and the constructor arguments read from the config."""
+
+    cls: type[SerialSimulator]
+    kwargs: Callable[[DeviceConfig], dict[str, Any]] = lambda d: {}
+
+
+MODBUS: Literal["modbus"] = "modbus"
+MQTT: Literal["mqtt"] = "mqtt"
+
+
+def _bswa_kwargs(d: DeviceConfig) -> dict[str, Any]:
+    # The gateway polls `options.address`, else `address` (gateway.app): the meter must answer to the same.
+    address = d.options.get("address", d.address if "address" in d.model_fields_set else 1)
+    return {"address": int(address)}
+
+
+def _wmbus_kwargs(d: DeviceConfig) -> dict[str, Any]:
+    meter_ids = d.options.get("meter_ids") or []
+    return {"meter_id": str(meter_ids[0])} if meter_ids else {}
+
+
+# Kind name → simulator. One line per kind: a serial simulator class, or MODBUS / MQTT (served by
+# simulators.modbus and simulators.mqtt_publishers, which know every Modbus kind and MQTT format).
+SIMULATORS: dict[str, SerialSim | Literal["modbus", "mqtt"]] = {
+    "pms5003": SerialSim(Pms5003Simulator),
+    "pms5003t": SerialSim(Pms5003tSimulator),
+    "sds011": SerialSim(Sds011Simulator),
+    "mhz19b": SerialSim(Mhz19bSimulator),
+    "wmbus_water": SerialSim(WmbusWaterSimulator, _wmbus_kwargs),
+    "bswa_slm": SerialSim(BswaSlmSimulator, _bswa_kwargs),
+    "sdm120": MODBUS,
+    "sdm630": MODBUS,
+    "senseair_s8": MODBUS,
+    "ph_probe": MODBUS,
+    "turbidity_probe": MODBUS,
+    "conductivity_probe": MODBUS,
+    "noise_modbus": MODBUS,
+    "json": MQTT,
+    "ttn_v3": MQTT,
+    "tasmota": MQTT,
+    "zigbee2mqtt": MQTT,
+    "airrohr": MQTT,
+    "telraam": MQTT,
+    "line_protocol": MQTT,
+}
+
+
+def _snapshot(items: collections.deque[dict[str, float]]) -> list[dict[str, float]]:
+    """A copy of a deque another thread appends to (a copy racing an append is retried)."""
+    for _ in range(100):
+        try:
+            return list(items)
+        except RuntimeError:  # "deque mutated during iteration"
+            continue
+    return []
+
+
+def _seed(seed: int, *parts: object) -> int:
+    """A stable per-device seed (crc32: hash() is salted per process)."""
+    return zlib.crc32("\x1f".join(str(p) for p in (seed, *parts)).encode()) & 0x7FFFFFFF
+
+
+# ------------------------------------------------------------------------------------------ simulated devices
+
+
+@dataclass(eq=False)
+class SimulatedDevice:
+    """One simulated device as the gateway will name it: where it is, what it emits and what it sent."""
+
+    device_id: str
+    kind: str
+    link: str  # serial | modbus | mqtt
+    port: str  # the serial port / Modbus port the gateway opens, or the MQTT topic published on
+    _history: Callable[[], list[dict[str, float]]] = field(repr=False)
+    _resolution: Mapping[str, float] = field(default_factory=dict, repr=False)
+    _static: Mapping[str, str] = field(default_factory=dict, repr=False)
+    _tags: Mapping[str, Mapping[str, str]] = field(default_factory=dict, repr=False)
+
+    def history(self) -> list[dict[str, float]]:
+        """The recent frames / replies / messages, oldest first, as {quantity (or field name): value}."""
+        return self._history()
+
+    def quantities(self) -> set[str]:
+        """The quantities this simulator emits (serial: as seen in the frames it sent so far)."""
+        names = set(self._static.values()) if self._static else set()
+        for item in self.history():
+            names.update(self._static.get(k, k) for k in item)
+        return names
+
+    def series(self) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+        """(quantity, tags) of every series the simulator feeds: per-phase registers carry a `phase` tag."""
+        if self._tags:
+            return {(self._static.get(n, n), tuple(sorted(t.items()))) for n, t in self._tags.items()}
+        return {(q, ()) for q in self.quantities()}
+
+    def sent(self, quantity: str) -> list[float]:
+        """Every recent value of `quantity` the simulator sent (all phases / fields carrying it)."""
+        out: list[float] = []
+        for item in self.history():
+            out.extend(v for k, v in item.items() if self._static.get(k, k) == quantity)
+        return out
+
+    def resolution(self, quantity: str) -> float:
+        """The wire resolution of `quantity` (a register's scale; 0 when the value travels exactly)."""
+        return self._resolution.get(quantity, 0.0)
+
+
+# ------------------------------------------------------------------------------------------ Modbus
+
+
+class _RecordingModbusSimulator(ModbusSimulator):
+    """A ModbusSimulator that also remembers the values each slave served (bounded, per address)."""
+
+    def __init__(self, slaves: list[SimSlave], **kwargs: Any) -> None:
+        self.served_history: dict[int, collections.deque[dict[str, float]]] = {
+            s.address: collections.deque(maxlen=HISTORY) for s in slaves
+        }
+        super().__init__(slaves, **kwargs)
+
+    async def _action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+        *,
+        slave_address: int,
+    ) -> Any:
+        result = await super()._action(function_code, start_address, address, count, registers, set_values,
+                                       slave_address=slave_address)
+        if result is None and set_values is None:
+            self.served_history[slave_address].append(self.values(slave_address))
+        return result
+
+    def history(self, address: int) -> list[dict[str, float]]:
+        """The values the slave at `address` served, oldest first."""
+        return _snapshot(self.served_history[address])
+
+
+def _field_resolution(fields: Sequence[Field]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for f in fields:
+        res = 0.0 if f.type.startswith("float") else abs(f.scale)
+        out[f.quantity] = max(out.get(f.quantity, 0.0), res)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ MQTT
+
+Path_ = tuple[str | int, ...]
+
+# What each simulated payload carries, in vocabulary terms: (path in the JSON document, quantity, scale).
+# This is the publisher's own statement of what it sent (from the formats' documentation), used to compare
+# with what the gateway stored; "*" under a path means every key of that object is a quantity.
+_PAYLOAD_VALUES: dict[str, tuple[tuple[Path_, str, float], ...]] = {
+    "json": ((("values", "*"), "", 1.0),),
+    "ttn_v3": (
+        (("uplink_message", "decoded_payload", "pm25"), "pm2_5", 1.0),
+        (("uplink_message", "decoded_payload", "pm10"), "pm10", 1.0),
+        (("uplink_message", "decoded_payload", "temperature"), "temperature", 1.0),
+        (("uplink_message", "decoded_payload", "humidity"), "relative_humidity", 1.0),
+        (("uplink_message", "decoded_payload", "noise_laeq"), "noise_laeq", 1.0),
+        (("uplink_message", "decoded_payload", "battery"), "battery", 1.0),
+        (("uplink_message", "rx_metadata", 0, "rssi"), "rssi", 1.0),
+        (("uplink_message", "rx_metadata", 0, "snr"), "snr", 1.0),
+    ),
+    "tasmota": (
+        (("SDS0X1", "PM2.5"), "pm2_5", 1.0),
+        (("SDS0X1", "PM10"), "pm10", 1.0),
+        (("BME280", "Temperature"), "temperature", 1.0),
+        (("BME280", "Humidity"), "relative_humidity", 1.0),
+        (("BME280", "Pressure"), "pressure", 1.0),
+        (("ENERGY", "Total"), "energy_import", 1.0),
+        (("ENERGY", "Power"), "active_power", 1.0),
+        (("ENERGY", "Factor"), "power_factor", 1.0),
+        (("ENERGY", "Voltage"), "voltage", 1.0),
+        (("ENERGY", "Current"), "current", 1.0),
+    ),
+    "zigbee2mqtt": (
+        (("humidity",), "relative_humidity", 1.0),
+        (("pm25",), "pm2_5", 1.0),
+        (("temperature",), "temperature", 1.0),
+        (("voc_index",), "voc_index", 1.0),
+    ),
+    "airrohr": (
+        (("P1",), "pm10", 1.0),
+        (("P2",), "pm2_5", 1.0),
+        (("temperature",), "temperature", 1.0),
+        (("humidity",), "relative_humidity", 1.0),
+        (("pressure",), "pressure", 0.01),  # the firmware sends Pa; citygw stores hPa
+        (("noise_LAeq",), "noise_laeq", 1.0),
+    ),
+    "telraam": (
+        (("report", 0, "car"), "car_count", 1.0),
+        (("report", 0, "heavy"), "heavy_vehicle_count", 1.0),
+        (("report", 0, "bike"), "bike_count", 1.0),
+        (("report", 0, "pedestrian"), "pedestrian_count", 1.0),
+        (("report", 0, "v85"), "speed_v85", 1.0),
+        (("report", 0, "uptime"), "uptime_fraction", 1.0),
+    ),
+}
+
+
+def _get(doc: Any, path: Path_) -> Any:
+    node = doc
+    for part in path:
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                return None
+        elif not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return float(value)
+    return None
+
+
+def payload_values(fmt: str, payload: bytes) -> dict[str, float]:
+    """The values a simulated message of `fmt` carries, by quantity (what the publisher reports it sent)."""
+    if fmt == "line_protocol":
+        out: dict[str, float] = {}
+        for point in line_protocol.parse(payload.decode()):
+            out.update({k: float(v) for k, v in point.fields.items() if isinstance(v, int | float)
+                        and not isinstance(v, bool) and k in QUANTITIES})
+        return out
+    doc = orjson.loads(payload)
+    if fmt == "airrohr":  # a list of {value_type, value}: index it by value_type first
+        doc = {str(item.get("value_type")): item.get("value") for item in doc.get("sensordatavalues", [])}
+    out = {}
+    for path, quantity, scale in _PAYLOAD_VALUES.get(fmt, ()):
+        if path[-1] == "*":
+            obj = _get(doc, path[:-1])
+            if isinstance(obj, dict):
+                for key, raw in obj.items():
+                    value = _number(raw)
+                    if value is not None:
+                        out[str(key)] = value * scale
+            continue
+        value = _number(_get(doc, path))
+        if value is not None:
+            out[quantity] = value * scale
+    if fmt == "telraam" and "car_count" in out and "heavy_vehicle_count" in out:
+        out["vehicle_count"] = out["car_count"] + out["heavy_vehicle_count"]  # Telraam's motorised total
+    return out
+
+
+_LEVEL = re.compile(r"\{(\d+)\}")
+
+
+def _plausible(quantity: str, rng_value: float) -> float:
+    """A value inside the quantity's plausible range (for JSON routes with a declarative field mapping)."""
+    q = QUANTITIES.get(quantity)
+    if q is None:
+        return round(rng_value * 100, 2)
+    low, high = max(q.low, 0.0), min(q.high, max(q.low, 0.0) + 1000.0)
+    return round(low + (high - low) * (0.1 + 0.3 * rng_value), 2)
+
+
+def _set_path(doc: dict[str, Any], path: str, value: Any) -> None:
+    node = doc
+    parts = path.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+@dataclass(frozen=True, slots=True)
+class _RoutePlan:
+    """Where a route's simulated device publishes and what id the gateway gives it."""
+
+    topic: str
+    payload_device: str  # the device name put in the payload
+    device_id: str  # the id the gateway's readings carry
+
+
+def plan_route(route: MqttRoute, index: int) -> _RoutePlan:
+    """Choose a topic matching the route's filter and the device id the gateway will derive for it."""
+    fmt = route.format
+    name = f"sim-{fmt.replace('_', '-')}-{index + 1}"
+    filt = route.topic.split("/", 2)[2] if route.topic.startswith("$share/") else route.topic
+    levels = filt.split("/")
+    template = route.device_id
+    wanted = {int(m) for m in _LEVEL.findall(template)}
+    topic_levels: list[str] = []
+    for i, level in enumerate(levels):
+        if level == "#":
+            topic_levels.append(name)  # the rest of the topic: one level naming the device (Z2M friendly name)
+        elif level == "+":
+            topic_levels.append(name if (i in wanted or not wanted) else "sim")
+        else:
+            topic_levels.append(level)
+    topic = "/".join(topic_levels)
+    if template:
+        got = topic.split("/")
+        device_id = _LEVEL.sub(lambda m: got[int(m.group(1))] if int(m.group(1)) < len(got) else "", template)
+        # json and line protocol carry their own device id, which wins over the route: send the same one.
+        return _RoutePlan(topic, device_id, device_id)
+    # No template: the format names the device itself (docs/devices/<format>.md).
+    if fmt in ("airrohr", "telraam"):
+        from simulators.mqtt_publishers import _chip
+
+        prefix = "esp8266" if fmt == "airrohr" else "telraam"
+        return _RoutePlan(topic, name, f"{prefix}-{_chip(name)}")
+    if fmt == "zigbee2mqtt":
+        base = str(route.options.get("base_topic", "zigbee2mqtt")).rstrip("/")
+        friendly = topic[len(base) + 1:] if topic.startswith(base + "/") else name
+        return _RoutePlan(topic, friendly, friendly)
+    if fmt == "tasmota":
+        level = route.options.get("topic_level", 1)
+        got = topic.split("/")
+        device_id = got[level] if isinstance(level, int) and level < len(got) else name
+        return _RoutePlan(topic, device_id, device_id)
+    return _RoutePlan(topic, name, name)
+
+
+class _RoutePublisher:
+    """Publishes one route's simulated device every `period_s` (QoS 1) and remembers what it sent."""
+
+    def __init__(self, route: MqttRoute, plan: _RoutePlan, host: str, port: int, seed: int, period_s: float,
+                 username: str | None, password: str | None) -> None:
+        self.route = route
+        self.plan = plan
+        self.seed = seed
+        self.period_s = period_s
+        self.history: collections.deque[dict[str, float]] = collections.deque(maxlen=HISTORY)
+        self.published = 0
+        self.refused = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._publisher = MqttPublisher(host, port, client_id=f"citygw-sim-{plan.device_id}-{seed}"[:64],
+                                        username=username, password=password)
+        self._thread = threading.Thread(target=self._run, name=f"sim-mqtt {plan.device_id}", daemon=True)
+
+    def start(self) -> None:
+        self._publisher.connect()
+        self._thread.start()
+
+    def message(self, ts_ns: int) -> tuple[bytes, dict[str, float]]:
+        """The payload for `ts_ns` and the values it carries by quantity."""
+        fmt, device = self.route.format, self.plan.payload_device
+        options = self.route.options
+        if fmt == "json" and options.get("fields"):
+            # A declaratively mapped JSON device: put a plausible value at every mapped path.
+            doc: dict[str, Any] = {}
+            values: dict[str, float] = {}
+            for i, spec in enumerate(options["fields"]):
+                quantity = str(spec["quantity"])
+                r = (zlib.crc32(f"{self.seed}|{ts_ns}|{i}".encode()) % 10_000) / 10_000
+                engineering = _plausible(quantity, r)
+                scale, offset = float(spec.get("scale", 1.0)), float(spec.get("offset", 0.0))
+                raw = round((engineering - offset) / scale, 6) if scale else engineering
+                _set_path(doc, str(spec["path"]), raw)
+                values[quantity] = raw * scale + offset
+            ts_path = options.get("ts_path", "ts")
+            _set_path(doc, str(ts_path), ts_ns)
+            if "device_id_path" in options:
+                _set_path(doc, str(options["device_id_path"]), device)
+            return orjson.dumps(doc), values
+        if fmt == "line_protocol":
+            tag = str(options.get("device_tag") or "device_id")
+            _, sample = make_payload(fmt, self.seed, ts_ns, device)
+            fields = payload_values(fmt, sample)
+            text = line_protocol.format_line("air", {tag: device}, fields, ts_ns)
+            return text.encode(), fields
+        _, payload = make_payload(fmt, self.seed, ts_ns, device)
+        return payload, payload_values(fmt, payload)
+
+    def _run(self) -> None:
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            payload, values = self.message(time.time_ns())
+            if self._publisher.publish(self.plan.topic, payload) is None:
+                self.refused += 1  # the client's bounded queue is full (broker away): counted, not queued
+            else:
+                with self._lock:
+                    self.history.append(values)
+                    self.published += 1
+            next_t += self.period_s
+            self._stop.wait(max(0.0, next_t - time.monotonic()))
+
+    def recent(self) -> list[dict[str, float]]:
+        with self._lock:
+            return list(self.history)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._publisher.close()
+
+
+# ------------------------------------------------------------------------------------------ TOML output
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _key(k: str) -> str:
+    return k if _BARE_KEY.match(k) else json.dumps(k, ensure_ascii=False)
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)  # JSON string escapes are valid TOML basic-string escapes
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        return "{ " + ", ".join(f"{_key(str(k))} = {_value(x)}" for k, x in v.items() if x is not None) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _is_table_list(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(x, Mapping) for x in v)
+
+
+def _emit(lines: list[str], path: tuple[str, ...], table: Mapping[str, Any]) -> None:
+    # Tables and arrays of tables down to the second level ([mqtt.feed], [[mqtt.routes]]); inline below.
+    nested = len(path) < 2
+    subs = []
+    for k, v in table.items():
+        if v is None:
+            continue
+        if nested and (isinstance(v, Mapping) or _is_table_list(v)):
+            subs.append((k, v))
+        else:
+            lines.append(f"{_key(k)} = {_value(v)}")
+    for k, v in subs:
+        sub_path = (*path, k)
+        name = ".".join(_key(p) for p in sub_path)
+        if isinstance(v, Mapping):
+            lines.extend(["", f"[{name}]"])
+            _emit(lines, sub_path, v)
+        else:
+            for item in v:
+                lines.extend(["", f"[[{name}]]"])
+                _emit(lines, (*sub_path, "[]"), item)  # entries of an array of tables: inline tables inside
+
+
+def to_toml(data: Mapping[str, Any], header: str = "") -> str:
+    """Write a config dict (plain values, tables, arrays of tables) as TOML that tomllib reads back equal."""
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    _emit(lines, (), data)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+# ------------------------------------------------------------------------------------------ the kit
+
+
+class SimulatedKit:
+    """Simulators for every device and route of a kit config; `settings` / `toml()` point the gateway at them."""
+
+    def __init__(
+        self,
+        config: str | os.PathLike[str] | Settings,
+        broker: tuple[str, int] | None = None,
+        seed: int = 1,
+        *,
+        mqtt_period_s: float = 1.0,
+        modbus_transport: Literal["pty", "tcp"] = "pty",
+    ) -> None:
+        if isinstance(config, Settings):
+            self.source = "<settings>"
+            self._data: dict[str, Any] = config.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+            settings = config
+        else:
+            self.source = os.fspath(config)
+            settings = load_settings(config)  # ConfigError with every problem, as `citygw check-config`
+            self._data = tomllib.loads(Path(config).read_text(encoding="utf-8"))
+        self.original = settings
+        self.seed = seed
+        self.broker = broker
+        self.mqtt_period_s = mqtt_period_s
+        self.modbus_transport = modbus_transport
+        missing = sorted({d.kind for d in settings.devices} - set(SIMULATORS)
+                         | {r.format for r in settings.mqtt.routes} - set(SIMULATORS))
+        if missing:
+            raise ValueError(f"no simulator for kind(s) {', '.join(missing)}: add them to simulators.kit.SIMULATORS")
+        self.devices: dict[str, SimulatedDevice] = {}
+        self.serial: dict[str, SerialSimulator] = {}
+        self.modbus: dict[str, ModbusSimulator] = {}  # by the port written in the original config
+        self._publishers: list[_RoutePublisher] = []
+        self._started = False
+        self._stopped = False
+        self.settings = settings
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    def start(self) -> SimulatedKit:
+        """Start every simulator and publisher; build the rewritten config. Stops what started on failure."""
+        if self._started:
+            return self
+        self._started = True
+        try:
+            self._start_serial()
+            self._start_modbus()
+            self._start_mqtt()
+        except BaseException:
+            self.stop()
+            raise
+        self.settings = Settings.model_validate(self.config_dict())
+        return self
+
+    def stop(self) -> None:
+        """Stop every publisher and simulator and join their threads (idempotent)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for pub in self._publishers:
+            with contextlib.suppress(Exception):
+                pub.stop()
+        for sim in self.serial.values():
+            with contextlib.suppress(Exception):
+                sim.close()
+        for bus in self.modbus.values():
+            with contextlib.suppress(Exception):
+                bus.close()
+
+    def __enter__(self) -> SimulatedKit:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- starting ---------------------------------------------------------------------------------------------
+
+    def _start_serial(self) -> None:
+        for d in self.original.devices:
+            spec = SIMULATORS[d.kind]
+            if not isinstance(spec, SerialSim):
+                continue
+            sim = spec.cls(seed=_seed(self.seed, d.id), period_s=max(0.05, d.poll_interval), **spec.kwargs(d))
+            self.serial[d.id] = sim
+
+            def history(sim: SerialSimulator = sim) -> list[dict[str, float]]:
+                return _snapshot(sim.history)
+
+            self.devices[d.id] = SimulatedDevice(d.id, d.kind, "serial", sim.stable_port, _history=history)
+
+    def _start_modbus(self) -> None:
+        by_port: dict[str, list[DeviceConfig]] = {}
+        for d in self.original.devices:
+            if SIMULATORS[d.kind] == MODBUS:
+                by_port.setdefault(d.port, []).append(d)
+        for port, devices in by_port.items():
+            slaves = [SimSlave(d.address, d.kind, dict(d.options), seed=_seed(self.seed, d.id)) for d in devices]
+            bus = _RecordingModbusSimulator(slaves, baudrate=devices[0].baudrate, transport=self.modbus_transport)
+            self.modbus[port] = bus
+            for d in devices:
+                fields = kind_fields(d.kind, d.options)
+                names = {f.name: f.quantity for f in fields}
+
+                def history(bus: _RecordingModbusSimulator = bus, a: int = d.address,
+                            names: Mapping[str, str] = names) -> list[dict[str, float]]:
+                    # The signal model may compute more than the registers of this layout carry.
+                    return [{k: v for k, v in h.items() if k in names} for h in bus.history(a)]
+
+                self.devices[d.id] = SimulatedDevice(
+                    d.id, d.kind, "modbus", bus.port, _history=history,
+                    _resolution=_field_resolution(fields), _static=names,
+                    _tags={f.name: dict(f.tags) for f in fields},
+                )
+
+    def _start_mqtt(self) -> None:
+        routes = self.original.mqtt.routes
+        if not routes:
+            return
+        m = self.original.mqtt
+        host, port = self.broker if self.broker is not None else (m.host, m.port)
+        if not host:
+            raise ValueError("the kit has MQTT routes but no broker: give broker=(host, port) or set mqtt.host")
+        password = read_secret(m.password_env, m.password_file, "mqtt.password") if m.username else None
+        for i, route in enumerate(routes):
+            plan = plan_route(route, i)
+            pub = _RoutePublisher(route, plan, host, port, _seed(self.seed, "route", i, route.topic),
+                                  self.mqtt_period_s, m.username or None, password)
+            if plan.device_id in self.devices:
+                raise ValueError(f"route {route.topic!r} would publish as {plan.device_id!r}, which is already a "
+                                 "device of the kit: give the route another device_id")
+            self._publishers.append(pub)
+            pub.start()
+            self.devices[plan.device_id] = SimulatedDevice(
+                plan.device_id, route.format, "mqtt", plan.topic, _history=pub.recent,
+            )
+
+    # -- the rewritten config -----------------------------------------------------------------------------------
+
+    def config_dict(self) -> dict[str, Any]:
+        """The config with every device's port on its simulator and [mqtt] on the publishers' broker."""
+        data = json.loads(json.dumps(self._data))  # a deep copy of plain TOML values
+        for d in data.get("devices", []):
+            sim = self.devices.get(d.get("id", ""))
+            if sim is not None:
+                d["port"] = sim.port
+        if self.broker is not None and self.original.mqtt.routes:
+            mqtt = data.setdefault("mqtt", {})
+            mqtt["host"], mqtt["port"] = self.broker
+        return data
+
+    def toml(self) -> str:
+        """The rewritten config as TOML text (`citygw run --config` reads it)."""
+        header = (f"Generated by `citygw simulators` from {self.source} (seed {self.seed}): every device's port\n"
+                  "points to its simulator; valid while the simulators run.")
+        return to_toml(self.config_dict(), header)
+
+    def write_config(self, path: str | os.PathLike[str]) -> Path:
+        """Write the rewritten config to `path` (atomically) and return it."""
+        out = Path(path)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(self.toml(), encoding="utf-8")
+        os.replace(tmp, out)
+        return out
+
+    # -- reporting ----------------------------------------------------------------------------------------------
+
+    def describe(self) -> list[str]:
+        """One line per simulated device: id, kind, and where the gateway reads it."""
+        lines = []
+        for dev in self.devices.values():
+            where = {"serial": "pty", "modbus": "Modbus RTU", "mqtt": "MQTT topic"}[dev.link]
+            extra = ""
+            if dev.link == "modbus":
+                address = next(d.address for d in self.original.devices if d.id == dev.device_id)
+                extra = f" (slave {address})"
+            lines.append(f"{dev.device_id:<24} {dev.kind:<20} {where} {dev.port}{extra}")
+        return lines
+
+    def kind(self, device_id: str) -> DeviceKind:
+        """The registered kind of a simulated device."""
+        return get_kind(self.devices[device_id].kind)
+
+    @property
+    def publishers_refused(self) -> int:
+        """MQTT messages the publishers' bounded client queues refused."""
+        return sum(p.refused for p in self._publishers)
