@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +13,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-__all__ = ["MqttOptions", "build_client", "connect_properties"]
+__all__ = ["MqttOptions", "build_client", "connect_properties", "set_nodelay"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +75,15 @@ def connect_properties(opts: MqttOptions) -> Any:
     props.SessionExpiryInterval = int(opts.session_expiry_s)
     props.ReceiveMaximum = 1000
     return props
+
+
+def set_nodelay(client: mqtt.Client) -> None:
+    """Turn Nagle's algorithm off on the client's socket (call from on_connect).
+
+    paho leaves it on; small packets (PUBACKs, feed publishes) then wait for the peer's delayed ACK,
+    which adds ~40 ms stalls to every exchange (docs/performance.md).
+    """
+    sock = client.socket()
+    if isinstance(sock, socket.socket):  # also ssl.SSLSocket
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 from devices.kind import DeviceKind
 from devices.reading import EMPTY_TAGS, DecodeContext, DecodeError
 from ingest.base import Emitter
-from ingest.mqtt_client import MqttOptions, build_client, connect_properties
+from ingest.mqtt_client import MqttOptions, build_client, connect_properties, set_nodelay
 
 __all__ = ["MqttSource", "Route"]
 
@@ -94,6 +94,7 @@ class MqttSource:
             log.error("MQTT broker %s:%d refused the connection: %s", self.opts.host, self.opts.port, reason)
             return
         self.generation += 1
+        set_nodelay(client)
         self.connected = True
         self.on_connection(True)
         log.info("connected to MQTT broker %s:%d (session present: %s)", self.opts.host, self.opts.port,

@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 from gateway.journal import KIND_KPI, Entry
 from gateway.sinks.base import Action, SinkError
 from gateway.sinks.local_store import entry_dict
-from ingest.mqtt_client import MqttOptions, build_client, connect_properties
+from ingest.mqtt_client import MqttOptions, build_client, connect_properties, set_nodelay
 
 __all__ = ["MqttFeedSink", "topic_level"]
 
@@ -60,6 +60,7 @@ class MqttFeedSink:
         if reason.is_failure:
             log.error("feed: broker refused the connection: %s", reason)
             return
+        set_nodelay(client)
         client.publish(self.status_topic, b"online", qos=1, retain=True)
         self._connected.set()
 
