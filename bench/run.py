@@ -100,7 +100,7 @@ class Gateway:
     """`citygw run` pinned to one core, with a generated config."""
 
     def __init__(self, workdir: Path, broker: Mosquitto, influx: InfluxV1, db: str, topic: str,
-                 raw_feed: bool = False, synchronous: str = "full") -> None:
+                 raw_feed: bool = False, synchronous: str = "full", input_client: str = "paho") -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "bench.toml"
         self.config.write_text(f"""
@@ -114,6 +114,7 @@ log_level = "warning"
 host = "127.0.0.1"
 port = {broker.port}
 protocol = "{os.environ.get('BENCH_MQTT_PROTOCOL', '3.1.1')}"
+input_client = "{input_client}"
 
 [[mqtt.routes]]
 topic = "{topic}"
@@ -153,12 +154,13 @@ batch_size = 5000
         self.log.close()
 
 
-def bench_citygw(broker: Mosquitto, influx: InfluxV1, tmp: Path, n: int, readings: int) -> dict[str, Any]:
+def bench_citygw(broker: Mosquitto, influx: InfluxV1, tmp: Path, n: int, readings: int,
+                 input_client: str = "paho") -> dict[str, Any]:
     """Sustained end-to-end rate: messages published → readings counted in InfluxDB."""
-    db = f"bench_{readings}"
+    db = f"bench_{input_client}_{readings}"
     influx.create_database(db)
-    topic = f"bench/{readings}/json"
-    gw = Gateway(tmp / f"citygw-{readings}", broker, influx, db, topic)
+    topic = f"bench/{input_client}/{readings}/json"
+    gw = Gateway(tmp / f"citygw-{input_client}-{readings}", broker, influx, db, topic, input_client=input_client)
     try:
         gw.wait_subscribed(broker, topic)
         payloads = make_payloads(n, readings, 100, time.time_ns() - 3600 * 10**9)
@@ -341,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             ("broker", lambda: bench_broker(broker, n)),
             ("citygw_1", lambda: bench_citygw(broker, influx, tmp, n, 1)),
             ("citygw_10", lambda: bench_citygw(broker, influx, tmp, n // 2, 10)),
+            ("citygw_bulk_1", lambda: bench_citygw(broker, influx, tmp, n, 1, "bulk")),
+            ("citygw_bulk_10", lambda: bench_citygw(broker, influx, tmp, n // 2, 10, "bulk")),
             ("naive_1", lambda: bench_naive(broker, influx, n_naive, 1)),
             ("naive_10", lambda: bench_naive(broker, influx, n_naive, 10)),
             ("latency", lambda: bench_latency(broker, influx, tmp, 1000, 5 if args.quick else 10)),
@@ -365,6 +369,8 @@ def print_table(r: dict[str, Any], n: int, n_naive: int) -> None:
     print(f"{'pipeline':<34}{'msg/s':>10}{'readings/s':>12}{'CPU ms/1k msg':>15}{'peak RSS MB':>13}")
     for key, label in [("citygw_1", f"citygw, 1 reading/msg ({n} msgs)"),
                        ("citygw_10", f"citygw, 10 readings/msg ({n // 2} msgs)"),
+                       ("citygw_bulk_1", f"citygw bulk in, 1 rdg/msg ({n} msgs)"),
+                       ("citygw_bulk_10", f"citygw bulk in, 10 rdg/msg ({n // 2})"),
                        ("naive_1", f"naive, 1 reading/msg ({n_naive} msgs)"),
                        ("naive_10", f"naive, 10 readings/msg ({n_naive} msgs)")]:
         x = r[key]
@@ -375,6 +381,9 @@ def print_table(r: dict[str, Any], n: int, n_naive: int) -> None:
     for k in ("1", "10"):
         c, nv = r[f"citygw_{k}"]["msgs_s"], r[f"naive_{k}"]["msgs_s"]
         print(f"ratios, {k:>2} reading(s)/msg: citygw/naive {c / nv:6.1f}×   citygw/broker {c / broker:6.1%}")
+        b = r[f"citygw_bulk_{k}"]["msgs_s"]
+        print(f"  bulk MQTT input, {k:>2} rdg/msg: bulk/naive  {b / nv:6.1f}×   bulk/broker   {b / broker:6.1%}"
+              f"   bulk/paho input {b / c:5.2f}×")
     lat = r["latency"]
     print(f"\nlatency publish → raw feed at 1,000 msg/s: p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms "
           f"({lat['received']}/{lat['sent']} received)")

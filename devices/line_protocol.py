@@ -26,7 +26,7 @@ from devices.payload import FieldSpec, canonical_unit, field_specs
 from devices.reading import DecodeContext, DecodeError, Reading
 from devices.vocabulary import QUANTITIES
 
-__all__ = ["Point", "decode", "encode", "format_line", "parse"]
+__all__ = ["Point", "decode", "encode", "format_line", "format_value", "parse"]
 
 FieldValue = float | int | str | bool
 
@@ -289,7 +289,8 @@ def _escape(text: str, chars: str) -> str:
     return out
 
 
-def _format_value(value: FieldValue) -> str:
+def format_value(value: FieldValue) -> str:
+    """A field value in line protocol: `true`, `12i`, `0.5`, or a quoted string with escapes."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -306,7 +307,7 @@ def format_line(
     head = _escape(measurement, ", ")
     for key, value in sorted(tags.items()):
         head += f",{_escape(key, ',= ')}={_escape(value, ',= ')}"
-    body = ",".join(f"{_escape(k, ',= ')}={_format_value(v)}" for k, v in fields.items())
+    body = ",".join(f"{_escape(k, ',= ')}={format_value(v)}" for k, v in fields.items())
     return f"{head} {body}" + (f" {timestamp}" if timestamp is not None else "")
 
 

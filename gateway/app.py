@@ -24,6 +24,7 @@ from gateway.sinks.local_store import LocalStoreSink
 from gateway.sinks.mqtt_feed import MqttFeedSink
 from gateway.status import StatusServer
 from ingest.modbus_bus import ModbusBus, ModbusDevice
+from ingest.mqtt_bulk import BulkMqttSource
 from ingest.mqtt_client import MqttOptions
 from ingest.mqtt_source import MqttSource, Route
 from ingest.serial_port import SerialDevice, SerialPortOwner
@@ -69,7 +70,7 @@ class Gateway:
             sink_names=tuple(sink.name for sink in self.sinks), on_appended=self._wake_sinks,
             on_kpis=self._on_kpis, derived=DerivedKpis(s.kpis, s.gateway.timezone),
         )
-        self.mqtt_source: MqttSource | None = None
+        self.mqtt_source: MqttSource | BulkMqttSource | None = None
         self._mqtt_up = False
         self.transports: list[Any] = self._build_transports()
         self.status_server: StatusServer | None = None
@@ -148,7 +149,9 @@ class Gateway:
         if s.mqtt.host and s.mqtt.routes:
             routes = [Route(r.topic, get_kind(r.format), r.device_id, r.qos, r.tags, r.options)
                       for r in s.mqtt.routes]
-            self.mqtt_source = MqttSource(
+            # mqtt.input_client picks the class; both have the same constructor and surface.
+            source_cls = BulkMqttSource if s.mqtt.input_client == "bulk" else MqttSource
+            self.mqtt_source = source_cls(
                 self.pipeline, self.mqtt_options("in"), routes, clock_ns=self.clock_ns,
                 on_connection=self._mqtt_input_state)
             self.pipeline.input_state(False)  # down until the first connection

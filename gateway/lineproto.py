@@ -9,8 +9,8 @@ overwrite, so re-delivery after a crash is idempotent.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
+from devices.line_protocol import format_value
 from gateway.journal import KIND_KPI, Entry
 
 __all__ = ["entry_line", "escape_key", "escape_tag"]
@@ -36,17 +36,6 @@ def _tag_set(fixed: list[tuple[str, str]], extra: Mapping[str, str], reserved: t
     pairs.extend((k, str(v)) for k, v in extra.items() if k not in reserved and str(v) != "")
     pairs.sort()
     return "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in pairs)
-
-
-def _field_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f"{value}i"
-    if isinstance(value, float):
-        return repr(value)
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
 
 
 _prefix_cache: dict[tuple[str, str, str, str, str], str] = {}
@@ -76,7 +65,7 @@ def entry_line(e: Entry) -> str:
         for k, v in (extra.get("fields") or {}).items():
             if k != "value" and v is not None and not (isinstance(v, float) and v != v):
                 fields[k] = v
-        field_text = ",".join(f"{escape_key(k)}={_field_value(v)}" for k, v in sorted(fields.items()))
+        field_text = ",".join(f"{escape_key(k)}={format_value(v)}" for k, v in sorted(fields.items()))
         return f"kpi{_tag_set(fixed, e.tags, _RESERVED_KPI)} {field_text} {e.ts}"
     # Readings repeat the same series over and over: the escaped measurement and tag set is cached.
     return f"{_reading_prefix(e)}{float(e.value)!r} {e.ts}"

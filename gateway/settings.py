@@ -168,6 +168,9 @@ class MqttSection(_Section):
     reconnect_max: Duration = 60.0
     routes: list[MqttRoute] = []
     feed: FeedSection = FeedSection()
+    # The MQTT input's client: "paho" (MQTT 3.1.1 or 5), or "bulk" (ingest/mqtt_bulk.py: MQTT 3.1.1 parsed a
+    # whole socket read at a time, one journal batch and one PUBACK write per read; see docs/performance.md).
+    input_client: Literal["paho", "bulk"] = "paho"
 
 
 class InfluxSection(_Section):
