@@ -1,10 +1,11 @@
 """Shared Modbus RTU machinery for device kinds: CRC, a declarative register field table, read planning,
-and the pure decoder of a raw RTU reply frame checked against its request.
+the pure decoder of a raw RTU reply frame checked against its request, and the `modbus_kind` factory.
 
 A kind describes its registers as `Field`s (address, type, word order, scale, quantity, unit); the bus polls
 the `ModbusRead`s planned from them and hands the register values to `decode_fields`. `citygw decode` feeds a
 raw reply frame plus the request frame to `decode_reply`, which checks both CRCs, exception replies and that
-the reply answers the request, then decodes the same way. Nothing here does I/O.
+the reply answers the request, then decodes the same way. A device module is its field table (a `Layout` of
+its options) plus one `modbus_kind(...)` call that builds and registers the kind. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 
 from pymodbus.framer import FramerRTU
 
-from devices.kind import ModbusRead
+from devices.kind import DeviceKind, ModbusRead, register
 from devices.reading import EMPTY_TAGS, DecodeContext, DecodeError, Reading
 from devices.vocabulary import QUANTITIES
 
@@ -27,12 +28,14 @@ __all__ = [
     "REGISTER_TYPES",
     "WORD_ORDERS",
     "Field",
+    "Layout",
     "crc16",
     "decode_fields",
     "decode_reply",
     "encode_fields",
     "exception_reply",
     "from_options",
+    "modbus_kind",
     "parse_read_request",
     "plan_reads",
     "read_reply",
@@ -341,3 +344,77 @@ def from_options(make: Callable[[Mapping[str, Any]], T], ctx: DecodeContext) -> 
         return make(ctx.options)
     except (ValueError, TypeError) as exc:
         raise DecodeError(f"bad device options: {exc}") from None
+
+
+# A kind's register layout for its options: (read function, field table); ValueError names a bad option.
+Layout = Callable[[Mapping[str, Any]], tuple[int, tuple[Field, ...]]]
+
+
+def modbus_kind(
+    name: str,
+    summary: str,
+    layout: Layout,
+    default_address: int,
+    quantities: tuple[tuple[str, str], ...] | None = None,
+    *,
+    max_gap: bool = True,
+    reads: Callable[[Mapping[str, Any]], list[ModbusRead]] | None = None,
+    check: Callable[[ModbusRead, list[int], DecodeContext], None] | None = None,
+    encode: Callable[..., bytes] | None = None,
+    doc: str = "",
+) -> DeviceKind:
+    """Build and register a Modbus kind whose only device-specific part is `layout` (plus optional hooks).
+
+    - `quantities`: the (quantity, unit) pairs it can produce; default: those of `layout({})`.
+    - `max_gap`: accept the `max_gap` option (read fields up to that many registers apart in one request);
+      False plans contiguous reads only and ignores the option.
+    - `reads`: a fixed read plan replacing the one planned from the fields (it validates its own options).
+    - `check`: called with each read's registers before decoding; raises DecodeError to reject the reply.
+    - `encode`: a kind-specific simulator encoder replacing the generic `encode(values, read, address, options)`.
+    - `doc`: its doc page under docs/devices/; default `<name>.md`.
+    """
+
+    def planned_reads(options: Mapping[str, Any]) -> list[ModbusRead]:
+        """The register reads of one poll for these options."""
+        function, fields = layout(options)
+        return plan_reads(fields, function, option_int(options, "max_gap", 0, 0, 120) if max_gap else 0)
+
+    modbus_reads = reads or planned_reads
+
+    def decode_registers(read: ModbusRead, registers: list[int], ctx: DecodeContext) -> list[Reading]:
+        """Readings from the registers one read returned."""
+        function, fields = from_options(layout, ctx)
+        if check is not None:
+            check(read, registers, ctx)
+        return decode_fields(fields, read, registers, ctx, function)
+
+    def decode(frame: bytes, ctx: DecodeContext) -> list[Reading]:
+        """Decode a raw RTU reply frame; `ctx.request` must hold the request frame."""
+        return decode_reply(frame, ctx, decode_registers)
+
+    def encode_reply(
+        values: Mapping[str, float],
+        read: ModbusRead | None = None,
+        address: int = default_address,
+        options: Mapping[str, Any] | None = None,
+    ) -> bytes:
+        """The RTU reply frame a device holding `values` (by field name) sends to `read` (default: a poll's first)."""
+        opts = options or {}
+        read = read or modbus_reads(opts)[0]
+        return read_reply(address, read.function, encode_fields(layout(opts)[1], read, values))
+
+    if quantities is None:
+        quantities = tuple(dict.fromkeys((f.quantity, f.unit) for f in layout({})[1]))
+    return register(
+        DeviceKind(
+            name=name,
+            link="modbus",
+            summary=summary,
+            quantities=quantities,
+            decode=decode,
+            encode=encode or encode_reply,
+            modbus_reads=modbus_reads,
+            decode_registers=decode_registers,
+            doc=doc or f"{name}.md",
+        )
+    )

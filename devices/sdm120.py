@@ -14,18 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from devices.kind import DeviceKind, ModbusRead, register
-from devices.modbus_common import (
-    Field,
-    decode_fields,
-    decode_reply,
-    encode_fields,
-    from_options,
-    option_int,
-    plan_reads,
-    read_reply,
-)
-from devices.reading import DecodeContext, Reading
+from devices.modbus_common import Field, modbus_kind
 
 FUNCTION = 4
 DEFAULT_ADDRESS = 1
@@ -46,37 +35,9 @@ def fields(options: Mapping[str, Any]) -> tuple[Field, ...]:
     return FIELDS
 
 
-def modbus_reads(options: Mapping[str, Any]) -> list[ModbusRead]:
-    """The input-register reads of one poll."""
-    return plan_reads(FIELDS, FUNCTION, option_int(options, "max_gap", 0, 0, 120))
-
-
-def decode_registers(read: ModbusRead, registers: list[int], ctx: DecodeContext) -> list[Reading]:
-    """Readings from the registers one read returned."""
-    return decode_fields(from_options(fields, ctx), read, registers, ctx, FUNCTION)
-
-
-def decode(frame: bytes, ctx: DecodeContext) -> list[Reading]:
-    """Decode a raw RTU reply frame; `ctx.request` must hold the request frame."""
-    return decode_reply(frame, ctx, decode_registers)
-
-
-def encode(values: Mapping[str, float], read: ModbusRead | None = None, address: int = DEFAULT_ADDRESS) -> bytes:
-    """The RTU reply frame a meter holding `values` sends to `read` (default: the first read of a poll)."""
-    read = read or modbus_reads({})[0]
-    return read_reply(address, read.function, encode_fields(FIELDS, read, values))
-
-
-KIND = register(
-    DeviceKind(
-        name="sdm120",
-        link="modbus",
-        summary="Eastron SDM120 single-phase energy meter, Modbus RTU float32 input registers",
-        quantities=tuple(dict.fromkeys((f.quantity, f.unit) for f in FIELDS)),
-        decode=decode,
-        encode=encode,
-        modbus_reads=modbus_reads,
-        decode_registers=decode_registers,
-        doc="sdm120.md",
-    )
+KIND = modbus_kind(
+    "sdm120",
+    "Eastron SDM120 single-phase energy meter, Modbus RTU float32 input registers",
+    lambda options: (FUNCTION, FIELDS),
+    DEFAULT_ADDRESS,
 )

@@ -15,19 +15,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from devices.kind import DeviceKind, ModbusRead, register
-from devices.modbus_common import (
-    Field,
-    decode_fields,
-    decode_reply,
-    encode_fields,
-    from_options,
-    option_choice,
-    option_int,
-    plan_reads,
-    read_reply,
-)
-from devices.reading import DecodeContext, Reading
+from devices.modbus_common import Field, modbus_kind, option_choice
 
 FUNCTION = 4
 DEFAULT_ADDRESS = 1
@@ -67,37 +55,9 @@ def fields(options: Mapping[str, Any]) -> tuple[Field, ...]:
     return _MWH if option_choice(options, "energy_unit", "kWh", ("kWh", "MWh")) == "MWh" else _KWH
 
 
-def modbus_reads(options: Mapping[str, Any]) -> list[ModbusRead]:
-    """The input-register reads of one poll."""
-    return plan_reads(fields(options), FUNCTION, option_int(options, "max_gap", 0, 0, 120))
-
-
-def decode_registers(read: ModbusRead, registers: list[int], ctx: DecodeContext) -> list[Reading]:
-    """Readings from the registers one read returned."""
-    return decode_fields(from_options(fields, ctx), read, registers, ctx, FUNCTION)
-
-
-def decode(frame: bytes, ctx: DecodeContext) -> list[Reading]:
-    """Decode a raw RTU reply frame; `ctx.request` must hold the request frame."""
-    return decode_reply(frame, ctx, decode_registers)
-
-
-def encode(values: Mapping[str, float], read: ModbusRead | None = None, address: int = DEFAULT_ADDRESS) -> bytes:
-    """The RTU reply frame a meter holding `values` (keyed by field name, e.g. `voltage_l2`) sends."""
-    read = read or modbus_reads({})[0]
-    return read_reply(address, read.function, encode_fields(_KWH, read, values))
-
-
-KIND = register(
-    DeviceKind(
-        name="sdm630",
-        link="modbus",
-        summary="Eastron SDM630 three-phase energy meter, Modbus RTU float32 input registers, per-phase tags",
-        quantities=tuple(dict.fromkeys((f.quantity, f.unit) for f in _KWH)),
-        decode=decode,
-        encode=encode,
-        modbus_reads=modbus_reads,
-        decode_registers=decode_registers,
-        doc="sdm630.md",
-    )
+KIND = modbus_kind(
+    "sdm630",
+    "Eastron SDM630 three-phase energy meter, Modbus RTU float32 input registers, per-phase tags",
+    lambda options: (FUNCTION, fields(options)),
+    DEFAULT_ADDRESS,
 )

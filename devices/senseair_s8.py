@@ -19,16 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from devices.kind import DeviceKind, ModbusRead, register
-from devices.modbus_common import (
-    Field,
-    decode_fields,
-    decode_reply,
-    encode_fields,
-    option_int,
-    read_reply,
-)
-from devices.reading import DecodeContext, DecodeError, Reading
+from devices.kind import ModbusRead
+from devices.modbus_common import Field, encode_fields, from_options, modbus_kind, option_int, read_reply
+from devices.reading import DecodeContext, DecodeError
 
 FUNCTION = 4
 DEFAULT_ADDRESS = 0xFE
@@ -59,31 +52,25 @@ def fields(options: Mapping[str, Any]) -> tuple[Field, ...]:
     return FIELDS
 
 
+def _ignore_status(options: Mapping[str, Any]) -> int:
+    return option_int(options, "ignore_status", 0, 0, 0xFFFF)
+
+
 def modbus_reads(options: Mapping[str, Any]) -> list[ModbusRead]:
     """One read of IR1..IR4 (status and CO2)."""
-    option_int(options, "ignore_status", 0, 0, 0xFFFF)  # validate early, at bus construction
+    _ignore_status(options)  # validate early, at bus construction
     return [POLL]
 
 
-def decode_registers(read: ModbusRead, registers: list[int], ctx: DecodeContext) -> list[Reading]:
-    """CO2 from the registers of one read; rejects a reply whose status word has error flags."""
+def check_status(read: ModbusRead, registers: list[int], ctx: DecodeContext) -> None:
+    """Reject a reply that is not input registers or whose status word has error flags."""
     if read.function != FUNCTION:
         raise DecodeError(f"S8 data are input registers (function 04), not function {read.function:02x}")
     offset = STATUS_REGISTER - read.address
     if 0 <= offset < read.count == len(registers):
-        try:
-            ignore = option_int(ctx.options, "ignore_status", 0, 0, 0xFFFF)
-        except ValueError as exc:
-            raise DecodeError(f"bad device options: {exc}") from None
-        status = registers[offset] & STATUS_MASK & ~ignore
+        status = registers[offset] & STATUS_MASK & ~from_options(_ignore_status, ctx)
         if status:
             raise DecodeError(f"sensor status 0x{registers[offset]:04x}: {', '.join(status_flags(status))}")
-    return decode_fields(FIELDS, read, registers, ctx, FUNCTION)
-
-
-def decode(frame: bytes, ctx: DecodeContext) -> list[Reading]:
-    """Decode a raw RTU reply frame; `ctx.request` must hold the request frame."""
-    return decode_reply(frame, ctx, decode_registers)
 
 
 def encode(
@@ -100,16 +87,12 @@ def encode(
     return read_reply(address, read.function, regs)
 
 
-KIND = register(
-    DeviceKind(
-        name="senseair_s8",
-        link="modbus",
-        summary="Senseair S8 NDIR CO2 sensor, Modbus RTU (status IR1 + CO2 IR4)",
-        quantities=(("co2", "ppm"),),
-        decode=decode,
-        encode=encode,
-        modbus_reads=modbus_reads,
-        decode_registers=decode_registers,
-        doc="senseair_s8.md",
-    )
+KIND = modbus_kind(
+    "senseair_s8",
+    "Senseair S8 NDIR CO2 sensor, Modbus RTU (status IR1 + CO2 IR4)",
+    lambda options: (FUNCTION, FIELDS),
+    DEFAULT_ADDRESS,
+    reads=modbus_reads,
+    check=check_status,
+    encode=encode,
 )

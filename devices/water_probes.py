@@ -19,24 +19,19 @@ register address is not in the manual excerpt, 0 is assumed — set `register` f
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
-from devices.kind import DeviceKind, ModbusRead, register
+from devices.kind import DeviceKind
 from devices.modbus_common import (
     REGISTER_TYPES,
     WORD_ORDERS,
     Field,
-    decode_fields,
-    decode_reply,
-    encode_fields,
-    from_options,
+    modbus_kind,
     option_choice,
     option_float,
     option_int,
-    plan_reads,
-    read_reply,
 )
-from devices.reading import DecodeContext, Reading
 
 DEFAULT_ADDRESS = 1
 
@@ -107,52 +102,9 @@ def fields(kind: str, options: Mapping[str, Any]) -> tuple[Field, ...]:
 
 
 def _make(kind: str, summary: str) -> DeviceKind:
-    """Build and register one probe kind; its functions close over the kind name."""
-
-    def table(options: Mapping[str, Any]) -> tuple[Field, ...]:
-        return layout(kind, options)[1]
-
-    def modbus_reads(options: Mapping[str, Any]) -> list[ModbusRead]:
-        function, table = layout(kind, options)
-        return plan_reads(table, function, option_int(options, "max_gap", 0, 0, 120))
-
-    def decode_registers(read: ModbusRead, registers: list[int], ctx: DecodeContext) -> list[Reading]:
-        function, fields = from_options(lambda options: layout(kind, options), ctx)
-        return decode_fields(fields, read, registers, ctx, function)
-
-    def decode(frame: bytes, ctx: DecodeContext) -> list[Reading]:
-        return decode_reply(frame, ctx, decode_registers)
-
-    def encode(
-        values: Mapping[str, float],
-        read: ModbusRead | None = None,
-        address: int = DEFAULT_ADDRESS,
-        options: Mapping[str, Any] | None = None,
-    ) -> bytes:
-        opts = options or {}
-        read = read or modbus_reads(opts)[0]
-        return read_reply(address, read.function, encode_fields(table(opts), read, values))
-
-    for fn, doc in (
-        (modbus_reads, "The register reads of one poll for these options."),
-        (decode_registers, "Readings from the registers one read returned."),
-        (decode, "Decode a raw RTU reply frame; `ctx.request` must hold the request frame."),
-        (encode, "The RTU reply frame a probe holding `values` (keyed by quantity) sends to `read`."),
-    ):
-        fn.__doc__ = doc
-    quantity_unit = MEASURAND[kind]
-    return register(
-        DeviceKind(
-            name=kind,
-            link="modbus",
-            summary=summary,
-            quantities=(quantity_unit, ("temperature", "degC")),
-            decode=decode,
-            encode=encode,
-            modbus_reads=modbus_reads,
-            decode_registers=decode_registers,
-            doc=f"{kind}.md",
-        )
+    """Build and register one probe kind: its layout is `layout` bound to the kind name."""
+    return modbus_kind(
+        kind, summary, partial(layout, kind), DEFAULT_ADDRESS, (MEASURAND[kind], ("temperature", "degC"))
     )
 
 
