@@ -369,8 +369,8 @@ def print_table(r: dict[str, Any], n: int, n_naive: int) -> None:
     print(f"{'pipeline':<34}{'msg/s':>10}{'readings/s':>12}{'CPU ms/1k msg':>15}{'peak RSS MB':>13}")
     for key, label in [("citygw_1", f"citygw, 1 reading/msg ({n} msgs)"),
                        ("citygw_10", f"citygw, 10 readings/msg ({n // 2} msgs)"),
-                       ("citygw_bulk_1", f"citygw bulk in, 1 rdg/msg ({n} msgs)"),
-                       ("citygw_bulk_10", f"citygw bulk in, 10 rdg/msg ({n // 2})"),
+                       ("citygw_bulk_1", f"citygw bulk, 1 reading/msg ({n})"),
+                       ("citygw_bulk_10", f"citygw bulk, 10 rdgs/msg ({n // 2})"),
                        ("naive_1", f"naive, 1 reading/msg ({n_naive} msgs)"),
                        ("naive_10", f"naive, 10 readings/msg ({n_naive} msgs)")]:
         x = r[key]

@@ -156,5 +156,5 @@ def test_same_instant_different_tags_are_not_duplicates(tmp_path: Path) -> None:
     clock = FakeClock(T0 + 3600 * S)
     p = _pipeline(tmp_path / "j.sqlite", clock)
     phases = [Reading("meter", "voltage", 230.0 + i, "V", T0, {"phase": f"L{i}"}) for i in (1, 2, 3)]
-    p.process([(phases + [Reading("meter", "voltage", 231.0, "V", T0, {"phase": "L1"})], None)])
+    p.process([([*phases, Reading("meter", "voltage", 231.0, "V", T0, {"phase": "L1"})], None)])
     assert p.journal.count(KIND_READING) == 3  # the three phases kept, the repeated L1 rejected
