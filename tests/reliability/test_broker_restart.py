@@ -104,6 +104,9 @@ def test_ack_owed_from_before_a_reconnect_is_not_sent_on_the_new_connection() ->
         def subscribe(self, topics: object) -> None:
             pass
 
+        def socket(self) -> None:  # paho's Client.socket(): no real socket here
+            return None
+
     class Ok:
         is_failure = False
 
