@@ -23,7 +23,6 @@ from gateway.sinks.influx import InfluxV1Sink, InfluxV2Sink
 from gateway.sinks.local_store import LocalStoreSink
 from gateway.sinks.mqtt_feed import MqttFeedSink
 from gateway.status import StatusServer
-from ingest.modbus_bus import ModbusBus, ModbusDevice
 from ingest.mqtt_bulk import BulkMqttSource
 from ingest.mqtt_client import MqttOptions
 from ingest.mqtt_source import MqttSource, Route
@@ -138,6 +137,8 @@ class Gateway:
                 SerialDevice(d.id, kind, d.port, d.baudrate, d.parity, d.stopbits, d.poll_interval, d.timeout,
                              d.tags, options),
                 self.pipeline, clock_ns=self.clock_ns, silence_s=d.silence_timeout))
+        if modbus_by_port:
+            from ingest.modbus_bus import ModbusBus, ModbusDevice  # pymodbus only for kits with Modbus devices
         for port, devices in modbus_by_port.items():
             first = devices[0]  # settings guarantee every device on a port agrees on the line parameters
             transports.append(ModbusBus(

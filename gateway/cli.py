@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import signal
 import sys
@@ -35,8 +36,24 @@ def _wait_for_signal(gateway: object, duration: float | None) -> None:
             break
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas before threads start (no-op elsewhere).
+
+    glibc gives each thread its own arena of up to 64 MB; with a handful of long-lived threads the freed
+    memory of a burst stays spread over them. Two arenas cut RSS after a burst by ~15 % at no measurable
+    throughput cost (docs/performance.md). Same effect as MALLOC_ARENA_MAX=2.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_arena_max = -8  # from glibc's malloc.h
+    libc.mallopt(m_arena_max, arenas)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the gateway from a config file until SIGINT/SIGTERM."""
+    limit_malloc_arenas()
     from gateway.app import Gateway
     from gateway.settings import ConfigError, load_settings
 
@@ -134,6 +151,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run a simulated kit with an embedded broker and a local store; print KPIs as windows close."""
     from gateway.demo import run_demo
 
+    limit_malloc_arenas()
     _setup_logging("warning" if not args.verbose else "info")
     return run_demo(duration=args.duration, data_dir=args.data_dir)
 

@@ -39,7 +39,7 @@ def _tag_set(fixed: list[tuple[str, str]], extra: Mapping[str, str], reserved: t
 
 
 _prefix_cache: dict[tuple[str, str, str, str, str], str] = {}
-_PREFIX_CACHE_MAX = 100_000
+_PREFIX_CACHE_MAX = 20_000  # series; beyond it the cache is rebuilt (bounded memory)
 
 
 def _reading_prefix(e: Entry) -> str:

@@ -36,11 +36,11 @@ class Validator:
     """Checks one reading at a time; `check` returns None when valid, else the rejection reason."""
 
     def __init__(self, clock_ns: Callable[[], int], max_future_ns: int = 300 * 10**9,
-                 max_remembered: int = 200_000) -> None:
+                 max_remembered: int = 100_000) -> None:
         self._clock_ns = clock_ns
         self.max_future_ns = max_future_ns
         # Hashes of recent (device, quantity, ts) keys, oldest first: catches redelivered MQTT messages and
-        # replays. A 64-bit hash instead of the tuple keeps 200,000 keys in ~15 MB instead of ~40 MB; a
+        # replays. A 64-bit hash instead of the tuple keeps 100,000 keys in ~8 MB instead of ~20 MB; a
         # collision (odds ~1e-9 at this size) would reject one reading as a duplicate, counted and logged.
         self._seen: dict[int, None] = {}
         self._max_remembered = max_remembered
