@@ -176,37 +176,6 @@ class SimulatedDevice:
 # ------------------------------------------------------------------------------------------ Modbus
 
 
-class _RecordingModbusSimulator(ModbusSimulator):
-    """A ModbusSimulator that also remembers the values each slave served (bounded, per address)."""
-
-    def __init__(self, slaves: list[SimSlave], **kwargs: Any) -> None:
-        self.served_history: dict[int, collections.deque[dict[str, float]]] = {
-            s.address: collections.deque(maxlen=HISTORY) for s in slaves
-        }
-        super().__init__(slaves, **kwargs)
-
-    async def _action(
-        self,
-        function_code: int,
-        start_address: int,
-        address: int,
-        count: int,
-        registers: list[int],
-        set_values: list[int] | list[bool] | None,
-        *,
-        slave_address: int,
-    ) -> Any:
-        result = await super()._action(function_code, start_address, address, count, registers, set_values,
-                                       slave_address=slave_address)
-        if result is None and set_values is None:
-            self.served_history[slave_address].append(self.values(slave_address))
-        return result
-
-    def history(self, address: int) -> list[dict[str, float]]:
-        """The values the slave at `address` served, oldest first."""
-        return _snapshot(self.served_history[address])
-
-
 def _field_resolution(fields: Sequence[Field]) -> dict[str, float]:
     out: dict[str, float] = {}
     for f in fields:
@@ -626,13 +595,13 @@ class SimulatedKit:
                 by_port.setdefault(d.port, []).append(d)
         for port, devices in by_port.items():
             slaves = [SimSlave(d.address, d.kind, dict(d.options), seed=_seed(self.seed, d.id)) for d in devices]
-            bus = _RecordingModbusSimulator(slaves, baudrate=devices[0].baudrate, transport=self.modbus_transport)
+            bus = ModbusSimulator(slaves, baudrate=devices[0].baudrate, transport=self.modbus_transport)
             self.modbus[port] = bus
             for d in devices:
                 fields = kind_fields(d.kind, d.options)
                 names = {f.name: f.quantity for f in fields}
 
-                def history(bus: _RecordingModbusSimulator = bus, a: int = d.address,
+                def history(bus: ModbusSimulator = bus, a: int = d.address,
                             names: Mapping[str, str] = names) -> list[dict[str, float]]:
                     # The signal model may compute more than the registers of this layout carry.
                     return [{k: v for k, v in h.items() if k in names} for h in bus.history(a)]

@@ -18,6 +18,7 @@ a new pty). Everything stops in `close()`: the loop, the server, the pty fds, th
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import random
@@ -223,6 +224,7 @@ class _SlaveRuntime:
         self.clock = clock
         self.last_t: float | None = None
         self.values: dict[str, float] = {}
+        self.history: collections.deque[dict[str, float]] = collections.deque(maxlen=512)  # served, bounded
         self.status = 0  # Senseair S8 IR1 status word
         self.served = 0
         self.silent = False
@@ -329,6 +331,11 @@ class ModbusSimulator:
         """The values (by field name) the slave at `address` served in its latest reply."""
         with self._lock:
             return dict(self._runtimes[address].values)
+
+    def history(self, address: int) -> list[dict[str, float]]:
+        """The values the slave at `address` served, oldest first (the last 512 replies)."""
+        with self._lock:
+            return list(self._runtimes[address].history)
 
     def served(self, address: int) -> int:
         """How many requests the slave at `address` has answered (normal or exception replies)."""
@@ -481,6 +488,7 @@ class ModbusSimulator:
             if set_values is not None:
                 return ExcCodes.ILLEGAL_FUNCTION  # the simulated devices are read-only
             rt.refresh(registers, start_address)
+            rt.history.append(dict(rt.values))
         return None
 
     def _devices(self) -> list[SimDevice]:
