@@ -345,10 +345,10 @@ def plan_route(route: MqttRoute, index: int) -> _RoutePlan:
         return _RoutePlan(topic, device_id, device_id)
     # No template: the format names the device itself (docs/devices/<format>.md).
     if fmt in ("airrohr", "telraam"):
-        from simulators.mqtt_publishers import _chip
+        from simulators.mqtt_publishers import chip_id
 
         prefix = "esp8266" if fmt == "airrohr" else "telraam"
-        return _RoutePlan(topic, name, f"{prefix}-{_chip(name)}")
+        return _RoutePlan(topic, name, f"{prefix}-{chip_id(name)}")
     if fmt == "zigbee2mqtt":
         base = str(route.options.get("base_topic", "zigbee2mqtt")).rstrip("/")
         friendly = topic[len(base) + 1:] if topic.startswith(base + "/") else name

@@ -37,6 +37,7 @@ __all__ = [
     "FORMATS",
     "MqttPublisher",
     "PublisherStats",
+    "chip_id",
     "make_faulty_payload",
     "make_payload",
     "run_publisher",
@@ -59,7 +60,7 @@ class _Built:
     required_paths: list[Path]  # what "missing_fields" deletes
 
 
-def _chip(device: str) -> int:
+def chip_id(device: str) -> int:
     """A stable numeric id for a device name (ESP chip id, Telraam segment id)."""
     return zlib.crc32(device.encode()) % 9_000_000 + 1_000_000
 
@@ -113,7 +114,7 @@ def _build(fmt: str, seed: int, ts_ns: int, device: str) -> _Built:
             device,
             ts_ns,
             decoded,
-            dev_eui=f"70B3D57ED0{_chip(device):06X}",
+            dev_eui=f"70B3D57ED0{chip_id(device):06X}",
             f_cnt=ts_ns // 60_000_000_000 % 65536,
             rssi=float(rng.randint(-120, -70)),
             snr=round(rng.uniform(-10.0, 10.0), 1),
@@ -170,7 +171,7 @@ def _build(fmt: str, seed: int, ts_ns: int, device: str) -> _Built:
             "pressure": air["pressure"] * 100.0,  # the firmware sends Pa
             "noise_LAeq": air["noise_laeq"],
         }
-        doc = orjson.loads(airrohr.encode(values, chip_id=str(_chip(device))))
+        doc = orjson.loads(airrohr.encode(values, chip_id=str(chip_id(device))))
         paths = [("sensordatavalues", i, "value") for i in range(len(values))]
         return _Built(f"airrohr/{device}", doc, paths, [("sensordatavalues",)])
     if fmt == "telraam":
@@ -185,7 +186,7 @@ def _build(fmt: str, seed: int, ts_ns: int, device: str) -> _Built:
             "pedestrian": float(round(uptime * 90 * traffic * rng.uniform(0.7, 1.3))),
         }
         date = datetime.fromtimestamp(hour_start // 1_000_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-        payload = telraam.encode(_chip(device), date, uptime, observed, v85=round(rng.uniform(25, 55), 1))
+        payload = telraam.encode(chip_id(device), date, uptime, observed, v85=round(rng.uniform(25, 55), 1))
         doc = orjson.loads(payload)
         paths = [("report", 0, k) for k in ("heavy", "car", "bike", "pedestrian", "v85", "uptime")]
         return _Built(f"telraam/{device}", doc, paths, [("report", 0, "date")])
