@@ -11,6 +11,7 @@ and disconnect/reconnect (the pty is closed, as when a USB adapter is pulled, th
 
 from __future__ import annotations
 
+import abc
 import collections
 import contextlib
 import os
@@ -132,7 +133,7 @@ class FaultInjector:
             return self._hit("disconnect", 0.0)
 
 
-class SerialSimulator:
+class SerialSimulator(abc.ABC):
     """Base of the serial device simulators: a PtyDevice, an optional streaming thread, faults, history.
 
     Subclasses implement `_next_values(now_s) -> dict` (the signal), `_encode(values) -> bytes` (a frame),
@@ -174,11 +175,13 @@ class SerialSimulator:
         self._thread.start()
 
     # --- for subclasses -------------------------------------------------------------------------------
+    @abc.abstractmethod
     def _next_values(self, now_s: float) -> dict[str, float]:
-        raise NotImplementedError
+        """The device's values at `now_s` (advances its signal models)."""
 
+    @abc.abstractmethod
     def _encode(self, values: Mapping[str, float]) -> bytes:
-        raise NotImplementedError
+        """The data frame the device sends for `values`."""
 
     def _wire_values(self, values: Mapping[str, float]) -> dict[str, float]:
         """The values as the decoder will see them (rounded to the wire resolution)."""

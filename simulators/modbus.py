@@ -17,6 +17,7 @@ a new pty). Everything stops in `close()`: the loop, the server, the pty fds, th
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 import contextlib
@@ -77,11 +78,12 @@ class SimSlave:
 # ----------------------------------------------------------------------------------------- signal models
 
 
-class _Model:
+class _Model(abc.ABC):
     """Values of one slave's fields (by field name) at time t; `dt` is the time since the previous call."""
 
+    @abc.abstractmethod
     def values(self, t: float, dt: float) -> dict[str, float]:
-        raise NotImplementedError
+        """The slave's field values at `t`."""
 
 
 class _LoadCurve:

@@ -12,6 +12,7 @@ which `apt-get install` fixes it (or run `bash scripts/dev.sh test`, which insta
 
 from __future__ import annotations
 
+import abc
 import atexit
 import base64
 import contextlib
@@ -119,7 +120,7 @@ def _stop_all() -> None:
             server.stop(timeout=5)
 
 
-class Server:
+class Server(abc.ABC):
     """Common life cycle of a server subprocess; subclasses supply the command line and readiness check."""
 
     name: ClassVar[str] = "server"
@@ -141,18 +142,18 @@ class Server:
 
     # -- to be provided by subclasses ---------------------------------------------------------------------
 
+    @abc.abstractmethod
     def _command(self, executable: str) -> list[str]:
         """Return the command line that runs the server in the foreground."""
-        raise NotImplementedError
 
-    def _prepare(self) -> None:
+    def _prepare(self) -> None:  # noqa: B027 — an optional hook, empty by default
         """Write config files and create directories (called before every start)."""
 
+    @abc.abstractmethod
     def _ready(self) -> bool:
         """Tell whether the server answers requests yet."""
-        raise NotImplementedError
 
-    def _after_start(self) -> None:
+    def _after_start(self) -> None:  # noqa: B027 — an optional hook, empty by default
         """Run once the server is ready (create databases and the like)."""
 
     def _reassign_ports(self) -> None:
