@@ -1,11 +1,11 @@
-"""Window statistics with numpy: arithmetic, energetic (decibel) and counter statistics."""
+"""Window statistics with numpy: arithmetic and energetic (decibel) statistics, and coverage."""
 
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["counter_delta", "coverage", "energetic_mean", "level_stats"]
+__all__ = ["coverage", "energetic_mean", "level_stats"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -29,21 +29,6 @@ def level_stats(values: FloatArray, decibel: bool) -> dict[str, float]:
         "p50": float(p50),
         "p95": float(p95),
     }
-
-
-def counter_delta(values: FloatArray, previous: float | None) -> tuple[float, int]:
-    """Consumption from a cumulative meter's readings (in time order), and how many resets were seen.
-
-    The step from `previous` (the last value before the window) is included so no interval is lost at
-    window edges. A drop is a reset or a replaced meter: the new value counts as consumed since the reset.
-    """
-    series = values if previous is None else np.concatenate(([previous], values))
-    steps = np.diff(series)
-    resets = steps < 0
-    consumed = float(steps[~resets].sum())
-    if resets.any():
-        consumed += float(series[1:][resets].sum())
-    return consumed, int(resets.sum())
 
 
 def coverage(ts_ns: npt.NDArray[np.int64], start_ns: int, end_ns: int, slots: int) -> float:

@@ -18,8 +18,9 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from aggregators.counters import CounterDelta
 from aggregators.kpi import KpiPoint
-from aggregators.stats import counter_delta, coverage, level_stats
+from aggregators.stats import coverage, level_stats
 from devices.reading import Reading
 from devices.vocabulary import QUANTITIES
 
@@ -91,7 +92,8 @@ class WindowEngine:
         # what is open (10,000 devices keep 100,000 buckets open).
         self._by_end: dict[int, list[tuple[SeriesKey, WindowSpec, int]]] = {}
         self._ends: list[int] = []
-        self._last_counter: dict[tuple[SeriesKey, WindowSpec], float] = {}
+        # One meter state machine per series and window size (aggregators/counters.py: resets, jitter).
+        self._counters: dict[tuple[SeriesKey, WindowSpec], CounterDelta] = {}
         self._tags: dict[SeriesKey, dict[str, str]] = {}
         self.closed_until: dict[str, int] = {s.label: 0 for s in self.specs}
         self.late = 0
@@ -148,7 +150,13 @@ class WindowEngine:
         key = (reading.device_id, reading.quantity, reading.unit)
         for spec in self.specs:
             if self.window_of(spec, reading.ts)[1] <= self.closed_until[spec.label]:
-                self._last_counter[(key, spec)] = reading.value
+                self._counter(key, spec).update(reading.ts, reading.value)
+
+    def _counter(self, key: SeriesKey, spec: WindowSpec) -> CounterDelta:
+        counter = self._counters.get((key, spec))
+        if counter is None:
+            counter = self._counters[(key, spec)] = CounterDelta()
+        return counter
 
     def advance(self, watermark_ns: int) -> list[KpiPoint]:
         """Close every window whose end + grace <= watermark; return their KPI points (oldest first)."""
@@ -183,8 +191,13 @@ class WindowEngine:
         fields: dict[str, float | int] = dict(level_stats(values, decibel=unit == "dBA"))
         headline = float(fields["mean"])
         if q is not None and q.cumulative:
-            consumed, resets = counter_delta(values, self._last_counter.get((key, spec)))
-            self._last_counter[(key, spec)] = float(values[-1])
+            # Consumption chains from the previous window's last reading, so no interval is lost at edges.
+            counter = self._counter(key, spec)
+            resets_before = counter.resets
+            consumed = 0.0
+            for t, v in zip(ts.tolist(), values.tolist(), strict=True):
+                consumed += counter.update(t, v).consumption or 0.0
+            resets = counter.resets - resets_before
             self.counter_resets += resets
             fields.update({"consumption": consumed, "first": float(values[0]), "last": float(values[-1]),
                            "resets": resets})

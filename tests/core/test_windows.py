@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from aggregators.stats import counter_delta, energetic_mean
+from aggregators.stats import energetic_mean
 from aggregators.windows import WindowEngine, WindowSpec, parse_duration_ns
 from devices.reading import Reading
 
@@ -82,9 +82,14 @@ def test_counter_consumption_includes_the_step_across_window_edges() -> None:
 
 
 def test_counter_reset_counts_new_value_as_consumption() -> None:
-    consumed, resets = counter_delta(np.array([5.0, 7.0, 1.0, 2.0]), previous=4.0)
-    assert resets == 1
-    assert consumed == pytest.approx(1 + 2 + 1 + 1)
+    e = WindowEngine([WindowSpec.parse("1m")], grace_ns=0)
+    e.add(r(0, 4.0, "energy_import", "kWh"))
+    e.advance(T0 + 60 * S)
+    for i, kwh in enumerate([5.0, 7.0, 1.0, 2.0]):  # the meter was replaced after 7.0
+        e.add(r(60 + i * 10, kwh, "energy_import", "kWh"))
+    (p,) = e.advance(T0 + 120 * S)
+    assert p.fields["resets"] == 1 and e.counter_resets == 1
+    assert p.value == pytest.approx(1 + 2 + 1 + 1)
 
 
 def test_calendar_day_follows_local_time_across_dst() -> None:
