@@ -20,25 +20,29 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from aggregators.aqi import BEYOND, nowcast, us_aqi
-from aggregators.eaqi import EAQI_TABLES, eaqi_overall
+from aggregators.eaqi import EAQI_TABLES, caqi_overall, eaqi_overall
 from aggregators.kpi import KpiPoint
 from aggregators.noise import end_band, laeq, lden_from_hourly
 from aggregators.traffic import class_shares, peak_hour_factor
-from aggregators.u4ssc import to_ugm3
-from aggregators.water_energy import minimum_night_flow, peak_demand_kw, per_capita_l_per_day
+from aggregators.u4ssc import PPB_TO_UGM3, to_ugm3
+from aggregators.water_energy import kwh_per_capita, minimum_night_flow, peak_demand_kw, per_capita_l_per_day
 from aggregators.who import guideline
 from aggregators.windows import parse_duration_ns
 
-__all__ = ["INDICATOR_GROUPS", "SERIES", "DerivedKpis", "KpiOptions"]
+__all__ = ["CO_MG_M3_PER_PPM", "INDICATOR_GROUPS", "SERIES", "DerivedKpis", "KpiOptions"]
 
 H: Final = 3_600_000_000_000
 Q: Final = 900_000_000_000  # 15 minutes
 METER_MEMORY_DAYS: Final = 7  # a water meter silent this long leaves the default per-capita set
 HISTORY_HOURS: Final = 48  # hourly values kept per series (NowCast needs 12, the EAQI PM running mean 24)
 
-IndicatorGroup = Literal["nowcast", "us_aqi", "eaqi", "who", "noise", "water", "energy", "traffic"]
-INDICATOR_GROUPS: Final[tuple[str, ...]] = ("nowcast", "us_aqi", "eaqi", "who", "noise", "water", "energy",
-                                           "traffic")
+IndicatorGroup = Literal["nowcast", "us_aqi", "eaqi", "caqi", "who", "noise", "water", "energy", "traffic"]
+INDICATOR_GROUPS: Final[tuple[str, ...]] = ("nowcast", "us_aqi", "eaqi", "caqi", "who", "noise", "water",
+                                           "energy", "traffic")
+# CO mg/m³ per ppm at 25 °C and 1 atm (M = 28.01 g/mol, molar volume 24.45 l): the EPA reference conditions of
+# the AQI breakpoints. U4SSC gives no CO factor (its ppb factors cover NO2, SO2 and O3 only).
+CO_MG_M3_PER_PPM: Final = 1.145
+RUNNING_8H: Final = "8h_running"  # window label of the 8-hour running means
 
 # Every series this module emits: name -> (windows, unit). docs/kpis.md documents each one.
 SERIES: Final[dict[str, tuple[tuple[str, ...], str]]] = {
@@ -46,6 +50,11 @@ SERIES: Final[dict[str, tuple[tuple[str, ...], str]]] = {
     "nowcast_pm10": (("1h",), "ug/m3"),
     "us_aqi": (("1h", "1d"), "AQI"),
     "eaqi": (("1h",), "level"),
+    "caqi": (("1h",), "index"),
+    "o3_8h": ((RUNNING_8H,), "ppm"),
+    "co_8h": ((RUNNING_8H,), "ppm"),
+    "o3_8h_max": (("1d",), "ppm"),
+    "co_8h_max": (("1d",), "ppm"),
     "who_exceedance": (("1d",), "1"),
     "lday": (("1d",), "dBA"),
     "levening": (("1d",), "dBA"),
@@ -55,6 +64,7 @@ SERIES: Final[dict[str, tuple[tuple[str, ...], str]]] = {
     "water_consumption_per_capita": (("1d",), "l/capita/day"),
     "minimum_night_flow": (("1d",), "m3/h"),
     "energy_consumption": (("1d",), "kWh"),
+    "energy_consumption_per_capita": (("1d",), "kWh/capita/day"),
     "peak_demand": (("1d",), "kW"),
     "traffic_volume": (("1h", "1d"), "veh"),
     "traffic_peak_hour": (("1d",), "veh/h"),
@@ -64,7 +74,12 @@ SERIES: Final[dict[str, tuple[tuple[str, ...], str]]] = {
 
 _PM: Final = ("pm2_5", "pm10")
 _EAQI_GASES: Final = ("no2", "o3", "so2")
-_AIR: Final = frozenset((*_PM, *_EAQI_GASES))  # hourly history kept HISTORY_HOURS (running means, NowCast)
+_RUNNING: Final = ("o3", "co")  # 8-h running means (US AQI o3_8h / co_8h, WHO O3, CAQI CO)
+_CAQI_HOURLY: Final = ("pm2_5", "pm10", "no2", "o3", "so2")
+_O3_FIRST_START: Final = 7  # EPA: the day's 17 8-h means start at 07:00 … 23:00 local
+_O3_NEED_MEANS: Final = 13  # of those 17
+_MEAN8_NEED: Final = 6  # valid hours of 8 for an 8-h mean
+_AIR: Final = frozenset((*_PM, *_EAQI_GASES, "co"))  # hourly history kept HISTORY_HOURS (running means, NowCast)
 _DAY_ONLY: Final = frozenset(("noise_laeq", "water_volume", "water_flow", "energy_import", "vehicle_count"))
 _QUARTERLY: Final = frozenset(("energy_import", "vehicle_count"))  # 15-min bins: peak demand, peak hour
 _WHO: Final = ("pm2_5", "pm10", "no2", "so2", "co")
@@ -84,7 +99,7 @@ class KpiOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     indicators: list[IndicatorGroup] = list(INDICATOR_GROUPS)  # type: ignore[arg-type]
-    population: int | None = Field(None, gt=0)  # inhabitants served by the kit's water meters (per capita)
+    population: int | None = Field(None, gt=0)  # inhabitants served by the kit's meters (per capita series)
     aggregate_id: str = Field("kit", min_length=1)  # device_id of kit-wide series (water per capita)
     lden_day_start: int = Field(7, ge=0, le=23)
     lden_evening_start: int = Field(19, ge=0, le=23)
@@ -95,6 +110,7 @@ class KpiOptions(BaseModel):
     water_night_start: int = Field(2, ge=0, le=23)
     water_night_end: int = Field(4, ge=1, le=24)
     water_meters: list[str] = []  # water_volume devices summed for per capita; empty: every meter seen
+    energy_meters: list[str] = []  # energy_import devices summed for per capita; empty: every meter seen
     traffic_report_interval: str = "15m"  # how often a counter reports a count (completeness of hours/bins)
     traffic_classes: list[str] = ["car_count", "heavy_vehicle_count", "bike_count"]
     min_day_coverage: float = Field(0.75, gt=0, le=1)  # share of a day's hours (or bins) that must be complete
@@ -161,8 +177,10 @@ class DerivedKpis:
         self._units: dict[tuple[str, str], str] = {}
         self._tags: dict[str, dict[str, str]] = {}
         self._water_meters: dict[str, int] = {}  # water_volume meter -> last hour it reported
+        self._energy_meters: dict[str, int] = {}  # energy_import meter -> last hour it reported
         self._horizon = 0  # the latest end of a closed hourly window: every hour before it is closed
         self._done_until = 0  # local midnight up to which day series have been emitted
+        self._max8_until = 0  # local midnight up to which daily max 8-h series have been emitted
 
     # -- the contract ----------------------------------------------------------------------------------------
 
@@ -184,6 +202,8 @@ class DerivedKpis:
                 new_hours.setdefault(p.start_ns, set()).add(p.device_id)
                 if p.name == "water_volume":
                     self._water_meters[p.device_id] = max(p.start_ns, self._water_meters.get(p.device_id, 0))
+                if p.name == "energy_import":
+                    self._energy_meters[p.device_id] = max(p.start_ns, self._energy_meters.get(p.device_id, 0))
             elif size == Q and p.name in _QUARTERLY:
                 self._units[key] = p.unit
                 self._quarters.setdefault(key, {})[p.start_ns] = [float(p.value), int(p.valid),
@@ -195,6 +215,7 @@ class DerivedKpis:
             for device in sorted(new_hours[hour]):
                 out.extend(self._hour_series(device, hour))
         out.extend(self._complete_days())
+        out.extend(self._complete_max8_days())
         self._prune()
         return out
 
@@ -210,6 +231,8 @@ class DerivedKpis:
             "units": [[d, q, u] for (d, q), u in sorted(self._units.items())],
             "tags": {d: dict(t) for d, t in sorted(self._tags.items())},
             "water_meters": sorted(self._water_meters.items()),
+            "energy_meters": sorted(self._energy_meters.items()),
+            "max8_until": self._max8_until,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -223,6 +246,8 @@ class DerivedKpis:
         self._quarters = {(d, q): {int(ts): list(rec) for ts, rec in recs} for d, q, recs in state["quarters"]}
         self._tags = {d: dict(t) for d, t in state.get("tags", {}).items()}
         self._water_meters = {d: int(ts) for d, ts in state.get("water_meters", [])}
+        self._energy_meters = {d: int(ts) for d, ts in state.get("energy_meters", [])}
+        self._max8_until = int(state.get("max8_until", 0))
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
@@ -284,6 +309,10 @@ class DerivedKpis:
                                        {**_AQI_TAGS, "pollutant": q, "averaging": "nowcast"}, True))
         if "eaqi" in self.on:
             out.extend(self._eaqi(device, hour))
+        if "us_aqi" in self.on or "who" in self.on:
+            out.extend(self._running_8h(device, hour))
+        if "caqi" in self.on:
+            out.extend(self._caqi(device, hour))
         if "traffic" in self.on:
             rec = self._rec(device, "vehicle_count", hour)
             if rec is not None:
@@ -317,6 +346,131 @@ class DerivedKpis:
         tags = {"standard": f"EEA EAQI {self.options.eaqi_table}", "band": o.band, "table": self.options.eaqi_table}
         return [self._point("eaqi", device, "1h", hour, hour + H, "level", o.level, fields, tags,
                             o.complete is not False)]
+
+    # -- 8-hour running means (O3, CO) and the CAQI ---------------------------------------------------------
+
+    def _ppm(self, device: str, quantity: str, value: float) -> float | None:
+        """An O3 or CO concentration in ppm (the AQI unit), or None for a unit without a documented factor."""
+        unit = self._units.get((device, quantity), "")
+        # Converted values are rounded to 1e-9 ppm so that a float artefact (0.0779999…) cannot move the AQI
+        # truncation step (0.001 ppm O3, 0.1 ppm CO) down by one.
+        if unit == "ppm":
+            return value
+        if unit == "ppb":
+            return round(value / 1000.0, 9)
+        if quantity == "o3" and unit == "ug/m3":
+            return round(value / PPB_TO_UGM3["o3"] / 1000.0, 9)  # U4SSC factor 1.96 µg/m³ per ppb (A9)
+        if quantity == "co" and unit == "mg/m3":
+            return round(value / CO_MG_M3_PER_PPM, 9)
+        return None
+
+    def _mean8(self, device: str, quantity: str, start: int) -> tuple[float, int] | None:
+        """Mean of the valid hourly means in [start, start + 8 h) and how many there are; None without any."""
+        values = [v for k in range(8) if (v := self._valid_value(device, quantity, start + k * H)) is not None]
+        if not values:
+            return None
+        return sum(values) / len(values), len(values)
+
+    def _running_8h(self, device: str, hour: int) -> list[KpiPoint]:
+        # The hour that just closed completes the 8-h mean [hour - 7 h, hour + 1 h), labelled by its start (EPA).
+        out: list[KpiPoint] = []
+        start = hour - 7 * H
+        for q in _RUNNING:
+            if self._rec(device, q, hour) is None:
+                continue
+            m = self._mean8(device, q, start)
+            if m is None:
+                continue
+            ppm = self._ppm(device, q, m[0])
+            if ppm is None:
+                continue
+            out.append(self._point(f"{q}_8h", device, RUNNING_8H, start, hour + H, "ppm", ppm,
+                                   {"hours": m[1]}, {"standard": "US EPA 8-h running mean"}, m[1] >= _MEAN8_NEED))
+        return out
+
+    def _caqi(self, device: str, hour: int) -> list[KpiPoint]:
+        if not any(self._rec(device, q, hour) is not None for q in (*_CAQI_HOURLY, "co")):
+            return []
+        conc: dict[str, float] = {}
+        for q in _CAQI_HOURLY:
+            v = self._valid_value(device, q, hour)
+            unit = self._units.get((device, q), "")
+            allowed = ("ug/m3",) if q in _PM else ("ug/m3", "ppb", "ppm")
+            if v is not None and unit in allowed:
+                conc[q] = to_ugm3(q, max(v, 0.0), unit)
+        m = self._mean8(device, "co", hour - 7 * H)
+        if m is not None and m[1] >= _MEAN8_NEED and (ppm := self._ppm(device, "co", m[0])) is not None:
+            conc["co"] = max(ppm, 0.0) * CO_MG_M3_PER_PPM * 1000.0  # CAQI grid: CO 8-h mean in µg/m³
+        if not conc:
+            return []
+        o = caqi_overall(conc)
+        fields: dict[str, Any] = {"critical_pollutant": o.pollutant}
+        for q, c in conc.items():
+            fields[f"{q}_ugm3"] = float(c)
+        # CITEAIR core pollutants (roadside grid): NO2 and PM10; without them the index may understate.
+        valid = "no2" in conc and "pm10" in conc
+        return [self._point("caqi", device, "1h", hour, hour + H, "index", o.index, fields,
+                            {"standard": "CITEAIR CAQI hourly", "band": o.band}, valid)]
+
+    def _complete_max8_days(self) -> list[KpiPoint]:
+        """Emit the daily max 8-h series of every local day whose last 8-h mean (23:00 + 8 h) has closed."""
+        if "us_aqi" not in self.on and "who" not in self.on:
+            return []
+        first = self._max8_until or min((min(recs) for (_d, q), recs in self._hourly.items()
+                                         if q in _RUNNING and recs), default=0)
+        if not first:
+            return []
+        out: list[KpiPoint] = []
+        d0, d1 = self._day_bounds(first)
+        while d1 + 7 * H <= self._horizon:
+            out.extend(self._max8_day(d0, d1))
+            d0, d1 = d1, self._day_bounds(d1)[1]
+        self._max8_until = d0
+        return out
+
+    def _max8_day(self, d0: int, d1: int) -> list[KpiPoint]:
+        out: list[KpiPoint] = []
+        for (device, q), recs in sorted(self._hourly.items()):
+            if q not in _RUNNING or not any(d0 <= h < d1 + 7 * H for h in recs):
+                continue
+            if q == "o3":  # EPA: the 17 means starting 07:00 … 23:00 local, 13 of them needed
+                starts = [h for h in range(d0, d1, H) if self._local(h).hour >= _O3_FIRST_START]
+                need = _O3_NEED_MEANS
+            else:  # CO: every 8-h mean starting in the local day, `min_day_coverage` of them needed
+                starts = list(range(d0, d1, H))
+                need = _need(self.options.min_day_coverage, len(starts))
+            means = {s: m[0] for s in starts if (m := self._mean8(device, q, s)) is not None and m[1] >= _MEAN8_NEED}
+            if not means:
+                continue
+            peak_start = max(means, key=lambda s: (means[s], -s))  # ties: the earliest mean
+            ppm = self._ppm(device, q, means[peak_start])
+            if ppm is None:
+                continue
+            valid = len(means) >= need
+            fields: dict[str, Any] = {"means": len(means), "peak_start": peak_start}
+            out.append(self._point(f"{q}_8h_max", device, "1d", d0, d1, "ppm", ppm, fields,
+                                   {"standard": "US EPA daily max 8-h mean"}, valid))
+            if "us_aqi" in self.on:
+                r = us_aqi(f"{q}_8h", max(ppm, 0.0))
+                # O3 8-h above 0.200 ppm hands over to the 1-h scale (not produced here): no 8-h index exists.
+                if r.status in ("ok", "beyond"):
+                    value, aqi_fields = self._aqi(f"{q}_8h", max(ppm, 0.0))
+                    aqi_fields["means"] = len(means)
+                    out.append(self._point("us_aqi", device, "1d", d0, d1, "AQI", value, aqi_fields,
+                                           {**_AQI_TAGS, "pollutant": q, "averaging": "8h"}, valid))
+            if q == "o3" and "who" in self.on:
+                try:
+                    limit = guideline("o3", "24h", self.options.who_level)
+                except ValueError:
+                    continue  # IT-3 / IT-4 have no O3 value
+                ugm3 = max(ppm, 0.0) * 1000.0 * PPB_TO_UGM3["o3"]
+                if self._units.get((device, q)) == "ug/m3":
+                    ugm3 = max(means[peak_start], 0.0)  # no round trip through ppm
+                out.append(self._point("who_exceedance", device, "1d", d0, d1, "1", 1.0 if ugm3 > limit else 0.0,
+                                       {"mean": float(ugm3), "guideline": float(limit)},
+                                       {"standard": "WHO AQG 2021", "pollutant": "o3", "level": self.options.who_level,
+                                        "averaging": "daily max 8h"}, valid))
+        return out
 
     # -- daily series from "1d" windows ----------------------------------------------------------------------
 
@@ -371,6 +525,7 @@ class DerivedKpis:
             if any(d0 <= h < d1 for h in recs):
                 by_device.setdefault(d, set()).add(q)
         water_days: dict[str, tuple[float, bool]] = {}
+        energy_days: dict[str, tuple[float, bool]] = {}
         for device in sorted(by_device):
             present = by_device[device]
             if "noise" in self.on and "noise_laeq" in present and self._units.get((device, "noise_laeq")) == "dBA":
@@ -384,9 +539,10 @@ class DerivedKpis:
                 out.extend(self._night_flow(device, "water_volume" if "water_volume" in present else "water_flow",
                                             d0, d1, hours))
             if "energy" in self.on and "energy_import" in present:
-                points, _total, _valid = self._meter_day(device, "energy_import", "energy_consumption", "kWh",
-                                                         _ENERGY_TAGS, d0, d1, hours)
+                points, total, valid = self._meter_day(device, "energy_import", "energy_consumption", "kWh",
+                                                       _ENERGY_TAGS, d0, d1, hours)
                 out.extend(points)
+                energy_days[device] = (total, valid)
                 out.extend(self._peak_demand(device, d0, d1))
             if "traffic" in self.on:
                 if "vehicle_count" in present:
@@ -396,6 +552,8 @@ class DerivedKpis:
                     out.extend(self._class_shares(device, classes, d0, d1, hours))
         if "water" in self.on and self.options.population and water_days:
             out.extend(self._per_capita(water_days, d0, d1))
+        if "energy" in self.on and self.options.population and energy_days:
+            out.extend(self._energy_per_capita(energy_days, d0, d1))
         return out
 
     def _noise_day(self, device: str, d0: int, d1: int, hours: list[int]) -> list[KpiPoint]:
@@ -530,16 +688,31 @@ class DerivedKpis:
                                    complete))
         return out
 
-    def _per_capita(self, water_days: dict[str, tuple[float, bool]], d0: int, d1: int) -> list[KpiPoint]:
+    def _meter_set(self, days: dict[str, tuple[float, bool]], configured: list[str], seen: dict[str, int],
+                   d0: int) -> tuple[list[str], float, bool]:
+        """The per-capita meter set of a day: its meters, their summed total and whether it is complete."""
         # Default set: the meters heard in the last week (a meter silent for longer has been removed).
-        recent = {m for m, seen in self._water_meters.items() if seen >= d0 - METER_MEMORY_DAYS * 24 * H}
-        wanted = set(self.options.water_meters) or recent
-        meters = sorted(wanted & set(water_days))
+        recent = {m for m, last in seen.items() if last >= d0 - METER_MEMORY_DAYS * 24 * H}
+        wanted = set(configured) or recent
+        meters = sorted(wanted & set(days))
+        total = sum(days[m][0] for m in meters)
+        # Complete only when every meter of the set reported a complete day (a silent meter is not zero use).
+        valid = bool(meters) and len(meters) == len(wanted) and all(days[m][1] for m in meters)
+        return meters, total, valid
+
+    def _energy_per_capita(self, energy_days: dict[str, tuple[float, bool]], d0: int, d1: int) -> list[KpiPoint]:
+        meters, energy, valid = self._meter_set(energy_days, self.options.energy_meters, self._energy_meters, d0)
         if not meters or self.options.population is None:
             return []
-        volume = sum(water_days[m][0] for m in meters)
-        # Complete only when every meter of the set reported a complete day (a silent meter is not zero use).
-        valid = len(meters) == len(wanted) and all(water_days[m][1] for m in meters)
+        value = kwh_per_capita(energy, self.options.population)  # one day's kWh per inhabitant
+        fields = {"energy": energy, "population": int(self.options.population), "meters": len(meters)}
+        return [KpiPoint("energy_consumption_per_capita", self.options.aggregate_id, "1d", d0, d1,
+                         "kWh/capita/day", value, fields, dict(_ENERGY_TAGS), valid)]
+
+    def _per_capita(self, water_days: dict[str, tuple[float, bool]], d0: int, d1: int) -> list[KpiPoint]:
+        meters, volume, valid = self._meter_set(water_days, self.options.water_meters, self._water_meters, d0)
+        if not meters or self.options.population is None:
+            return []
         value = per_capita_l_per_day(volume, self.options.population, 1)
         fields = {"volume": volume, "population": int(self.options.population), "meters": len(meters)}
         return [KpiPoint("water_consumption_per_capita", self.options.aggregate_id, "1d", d0, d1, "l/capita/day",

@@ -162,7 +162,10 @@ _LIST: Final[tuple[Indicator, ...]] = (
         "Environment / Energy",
         "kWh/year/capita",
         "total electricity consumption (kWh/yr) / population",
-        (Feed("energy_import", "consumption", "sum over the year of meter deltas", series="energy_consumption"),),
+        (
+            Feed("energy_import", "consumption", "sum over the year of meter deltas", series="energy_consumption"),
+            Feed("energy_import", "per_capita", "daily kWh/capita/day", series="energy_consumption_per_capita"),
+        ),
         "aggregators.water_energy.kwh_per_capita",
         ("population",),
         "SEC",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -338,6 +339,156 @@ def test_traffic_hour_with_missing_reports_is_flagged() -> None:
     assert not named(out, "traffic_volume")[0].valid
 
 
+# -- 8-hour running means (O3, CO), CAQI, electricity per capita ---------------------------------------------
+
+
+def aqi_by_hand(c: Fraction, bp_lo: str, bp_hi: str, i_lo: int, i_hi: int) -> int:
+    """EPA equation (reference kpis.md §2.1) on an already truncated concentration, rounded half up."""
+    ip = Fraction(i_hi - i_lo) / (Fraction(bp_hi) - Fraction(bp_lo)) * (c - Fraction(bp_lo)) + i_lo
+    return math.floor(ip + Fraction(1, 2))
+
+
+def test_o3_8h_running_mean_needs_6_of_8_hours() -> None:
+    d = DerivedKpis(KpiOptions(), TZ)
+    values = [20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0, 110.0]  # ppb
+    invalid = {8, 9}  # hours 08:00 and 09:00 local are incomplete windows
+    out = feed_hourly(d, {DAY0 + k * H: [level("o3", DAY0 + k * H, v, "ppb", valid=k not in invalid)]
+                          for k, v in enumerate(values)})
+    means = named(out, "o3_8h")
+    assert [p.start_ns for p in means] == [DAY0 + k * H for k in range(-7, 3)]  # one per closed hour, by start
+    assert all(p.window == "8h_running" and p.unit == "ppm" and p.end_ns - p.start_ns == 8 * H for p in means)
+    first8 = means[7]  # hours 00:00-07:00: all 8 valid
+    assert first8.value == pytest.approx(sum(values[:8]) / 8 / 1000) and first8.valid and first8.fields["hours"] == 8
+    assert means[6].fields["hours"] == 7 and means[6].valid  # 7 hours since the start (-1 .. 6): 7 of 8
+    assert means[4].fields["hours"] == 5 and not means[4].valid  # only 5 hours exist yet
+    last = means[9]  # 02:00-09:00: 08:00 and 09:00 invalid -> 6 of 8, the mean of the 6 valid hours
+    assert last.fields["hours"] == 6 and last.valid and last.value == pytest.approx(sum(values[2:8]) / 6 / 1000)
+
+
+def o3_day_batches(hourly: list[float | None], unit: str = "ppb", device: str = "o3dev") -> dict[int, list[KpiPoint]]:
+    """One batch per hour from DAY0 on; None = no o3 window that hour (a pm10 window keeps the clock going)."""
+    out: dict[int, list[KpiPoint]] = {}
+    for k, v in enumerate(hourly):
+        t = DAY0 + k * H
+        out[t] = [level("pm10", t, 10.0, device="clock")] + ([] if v is None else [level("o3", t, v, unit, device)])
+    return out
+
+
+def test_o3_daily_max_8h_gives_the_tad_aqi_and_the_who_flag() -> None:
+    # TAD worked example (reference kpis.md §2.5): 8-h O3 0.078 ppm -> AQI 126. 78 ppb for 12:00-19:00 local.
+    hourly: list[float | None] = [30.0] * 31
+    for k in range(12, 20):
+        hourly[k] = 78.0
+    d = DerivedKpis(KpiOptions(), TZ)
+    batches = o3_day_batches(hourly)
+    out: list[KpiPoint] = []
+    for t in sorted(batches):
+        got = d.feed(batches[t])
+        # the day's last mean starts 23:00 and ends 07:00 the next day: nothing daily before that hour closes
+        assert bool(named(got, "o3_8h_max")) == (t == DAY0 + 30 * H), t
+        out.extend(got)
+    day = named(out, "o3_8h_max")[0]
+    assert (day.start_ns, day.end_ns, day.window) == (DAY0, DAY0 + 24 * H, "1d")
+    assert day.value == pytest.approx(0.078) and day.valid and day.fields["means"] == 17
+    assert day.fields["peak_start"] == DAY0 + 12 * H
+    aqi = named(out, "us_aqi", "1d", pollutant="o3")[0]
+    assert aqi.value == 126 and aqi.tags["averaging"] == "8h" and aqi.valid
+    who = named(out, "who_exceedance", pollutant="o3")[0]
+    # WHO AQG O3 daily max 8-h = 100 µg/m³ (reference §4); 78 ppb × 1.96 = 152.88 µg/m³
+    assert who.value == 1.0 and who.fields["mean"] == pytest.approx(152.88) and who.fields["guideline"] == 100.0
+
+
+def test_o3_in_ugm3_and_an_incomplete_day() -> None:
+    # µg/m³ input: 137.2 µg/m³ / 1.96 = 70 ppb = 0.070 ppm, the top of "Moderate" (AQI 100, reference §2.2).
+    # No o3 after 15:00 local: means start 07:00 … 10:00 have >= 6 of 8 hours (4 of 17 < 13): day invalid.
+    hourly: list[float | None] = [137.2] * 16 + [None] * 15
+    d = DerivedKpis(KpiOptions(), TZ)
+    out = feed_hourly(d, o3_day_batches(hourly, "ug/m3"))
+    day = named(out, "o3_8h_max")[0]
+    assert day.fields["means"] == 4 and not day.valid and day.value == pytest.approx(0.070)
+    aqi = named(out, "us_aqi", "1d", pollutant="o3")[0]
+    assert aqi.value == 100 and not aqi.valid
+    who = named(out, "who_exceedance", pollutant="o3")[0]
+    assert who.fields["mean"] == pytest.approx(137.2) and who.value == 1.0 and not who.valid
+
+
+def test_o3_who_flag_below_the_guideline_and_missing_level() -> None:
+    hourly: list[float | None] = [50.0] * 31  # 50 ppb × 1.96 = 98 µg/m³ <= 100
+    out = feed_hourly(DerivedKpis(KpiOptions(), TZ), o3_day_batches(hourly))
+    assert named(out, "who_exceedance", pollutant="o3")[0].value == 0.0
+    # 50 ppb = 0.050 ppm: "Good" segment 0.000-0.054 -> 0-50
+    assert named(out, "us_aqi", "1d", pollutant="o3")[0].value == aqi_by_hand(Fraction("0.050"), "0", "0.054", 0, 50)
+    out = feed_hourly(DerivedKpis(KpiOptions(who_level="IT-4"), TZ), o3_day_batches(hourly))
+    assert not named(out, "who_exceedance", pollutant="o3")  # WHO 2021 has no IT-4 value for O3
+
+
+def test_co_8h_running_mean_daily_max_and_aqi() -> None:
+    # docs/kpis.md example: co_8h 8.4 ppm -> AQI 90. 8.4 ppm × 1.145 mg/m³/ppm = 9.618 mg/m³ for 04:00-11:00.
+    hourly: list[float | None] = [1.0] * 31
+    for k in range(4, 12):
+        hourly[k] = 8.4 * 1.145
+    batches: dict[int, list[KpiPoint]] = {}
+    for k, v in enumerate(hourly):
+        t = DAY0 + k * H
+        batches[t] = [level("co", t, float(v or 0.0), "mg/m3", "codev")]
+    out = feed_hourly(DerivedKpis(KpiOptions(), TZ), batches)
+    running = named(out, "co_8h")
+    assert running and all(p.window == "8h_running" and p.unit == "ppm" for p in running)
+    peak = next(p for p in running if p.start_ns == DAY0 + 4 * H)
+    assert peak.value == pytest.approx(8.4)
+    day = named(out, "co_8h_max")[0]
+    assert day.value == pytest.approx(8.4) and day.fields["peak_start"] == DAY0 + 4 * H
+    assert day.fields["means"] == 24 and day.valid  # every 8-h mean starting in the day
+    aqi = named(out, "us_aqi", "1d", pollutant="co")[0]
+    assert aqi.value == 90 == aqi_by_hand(Fraction("8.4"), "4.5", "9.4", 51, 100)
+    assert not named(out, "who_exceedance", pollutant="co")  # CO's WHO flag comes from the "1d" daily mean
+
+
+def test_caqi_hourly_index_band_and_core_pollutants() -> None:
+    d = DerivedKpis(KpiOptions(), TZ)
+    t = DAY0
+    out = d.feed([level("pm10", t, 25.0), level("no2", t, 150.0), level("o3", t, 30.0, "ppb")])
+    p = named(out, "caqi")[0]
+    # Grid (reference kpis.md §3): NO2 150 in 100-200 -> 50 + 50 × 25/100 = 62.5 (medium); PM10 25 -> 25;
+    # O3 30 ppb × 1.96 = 58.8 µg/m³ in 0-60 -> 58.8 × 25/60 = 24.5.
+    assert p.value == pytest.approx(62.5) and p.tags["band"] == "medium" and p.unit == "index"
+    assert p.fields["critical_pollutant"] == "no2" and p.fields["o3_ugm3"] == pytest.approx(58.8)
+    assert p.valid and (p.window, p.start_ns, p.end_ns) == ("1h", t, t + H)
+    out = d.feed([level("pm10", t + H, 10.0), level("o3", t + H, 30.0, "ppb")])
+    assert not named(out, "caqi")[0].valid  # no NO2: a CITEAIR core pollutant is missing
+    out = d.feed([level("no2", t + 2 * H, 20.0)])
+    assert not named(out, "caqi")[0].valid  # no PM10 either
+
+
+def test_caqi_uses_the_co_8h_mean() -> None:
+    d = DerivedKpis(KpiOptions(), TZ)
+    out: list[KpiPoint] = []
+    for k in range(8):
+        out = d.feed([level("co", DAY0 + k * H, 8.0, "mg/m3"), level("no2", DAY0 + k * H, 20.0)])
+        if k < 5:  # fewer than 6 hours: no CO 8-h mean yet, the index is NO2's 20 × 25/50 = 10
+            early = named(out, "caqi")[0]
+            assert early.value == pytest.approx(10.0) and "co_ugm3" not in early.fields
+    p = named(out, "caqi")[0]
+    # CO 8-h 8000 µg/m³ in 7500-10000 -> 50 + 500 × 25/2500 = 55 (medium)
+    assert p.value == pytest.approx(55.0) and p.fields["critical_pollutant"] == "co" and p.tags["band"] == "medium"
+
+
+def test_electricity_per_capita_sums_meters_like_water() -> None:
+    d = DerivedKpis(KpiOptions(population=40), TZ)
+    batches = {DAY0 + k * H: [meter("energy_import", DAY0 + k * H, 2.0, "kWh", "e1"),
+                              meter("energy_import", DAY0 + k * H, 0.5, "kWh", "e2")] for k in range(24)}
+    # day 2: e2 silent after 06:00 -> its day is incomplete, so the kit-wide value is flagged
+    batches.update({DAY0 + k * H: [meter("energy_import", DAY0 + k * H, 2.0, "kWh", "e1")]
+                    + ([meter("energy_import", DAY0 + k * H, 0.5, "kWh", "e2")] if k < 30 else [])
+                    for k in range(24, 49)})
+    days = named(feed_hourly(d, batches), "energy_consumption_per_capita")
+    assert [p.start_ns for p in days] == [DAY0, DAY0 + 24 * H]
+    assert days[0].value == pytest.approx((24 * 2.0 + 24 * 0.5) / 40) and days[0].valid  # 1.5 kWh/capita/day
+    assert days[0].device_id == "kit" and days[0].tags["u4ssc"] == "EN:E:E:2C" and days[0].fields["meters"] == 2
+    assert days[1].value == pytest.approx((24 * 2.0 + 6 * 0.5) / 40) and not days[1].valid
+    assert not named(feed_hourly(DerivedKpis(KpiOptions(), TZ), batches), "energy_consumption_per_capita")
+
+
 # -- state and memory -------------------------------------------------------------------------------------------
 
 
@@ -355,6 +506,8 @@ def synthetic_stream(days: int, seed: int) -> list[list[KpiPoint]]:
         batch.append(level("pm2_5", t, rng.uniform(2, 60), valid=rng.random() > 0.1))
         batch.append(level("pm10", t, rng.uniform(5, 90)))
         batch.append(level("no2", t, rng.uniform(5, 150)))
+        batch.append(level("o3", t, rng.uniform(10, 90), "ppb", valid=rng.random() > 0.15))
+        batch.append(level("co", t, rng.uniform(0.2, 6.0), "mg/m3", valid=rng.random() > 0.15))
         batch.append(level("noise_laeq", t, rng.uniform(40, 75), "dBA", "n1"))
         batch.append(meter("water_volume", t, rng.uniform(0.0, 0.5), "m3"))
         batch.append(meter("energy_import", t, rng.uniform(1.0, 8.0), "kWh", "e1"))
@@ -375,7 +528,10 @@ def test_state_round_trip_mid_day_equals_uninterrupted() -> None:
     straight = DerivedKpis(options, TZ)
     expected = [p for b in batches for p in straight.feed(b)]
     assert {p.name for p in expected} >= {"lden", "us_aqi", "eaqi", "nowcast_pm2_5", "peak_demand",
-                                          "traffic_phf", "water_consumption_per_capita", "who_exceedance"}
+                                          "traffic_phf", "water_consumption_per_capita", "who_exceedance",
+                                          "o3_8h", "co_8h", "o3_8h_max", "co_8h_max", "caqi",
+                                          "energy_consumption_per_capita"}
+    assert named(expected, "us_aqi", "1d", pollutant="o3") and named(expected, "who_exceedance", pollutant="o3")
     for cut in (13, 30, 47):  # mid-day of day 1, early day 2, last hour of day 2
         first = DerivedKpis(options, TZ)
         got = [p for b in batches[:cut] for p in first.feed(b)]
@@ -457,7 +613,8 @@ def _run_pipeline(path: Path, start_ns: int, end_ns: int, crash_at: int | None, 
     from gateway.pipeline import Pipeline
     from simulators.kit_scenario import DeviceSpec, KitScenario
 
-    specs = [DeviceSpec("air", (("pm2_5", "ug/m3"), ("pm10", "ug/m3"))), DeviceSpec("noise", (("noise_laeq", "dBA"),)),
+    specs = [DeviceSpec("air", (("pm2_5", "ug/m3"), ("pm10", "ug/m3"), ("o3", "ppb"))),
+             DeviceSpec("noise", (("noise_laeq", "dBA"),)),
              DeviceSpec("traffic", (("vehicle_count", "1"), ("car_count", "1"), ("heavy_vehicle_count", "1")))]
     if meters:
         specs += [DeviceSpec("water", (("water_volume", "m3"),)), DeviceSpec("energy", (("energy_import", "kWh"),))]
@@ -494,7 +651,7 @@ def test_pipeline_restart_gives_the_same_kpi_series(tmp_path: Path) -> None:
     start, end = DAY0, DAY0 + 3 * 24 * H
     expected = _run_pipeline(tmp_path / "a.sqlite", start, end, None, meters=False)
     assert {p.name for p in expected} >= {"lden", "us_aqi", "nowcast_pm2_5", "eaqi", "traffic_phf",
-                                          "traffic_class_share"}
+                                          "traffic_class_share", "o3_8h", "o3_8h_max", "caqi"}
     got = _run_pipeline(tmp_path / "b.sqlite", start, end, DAY0 + 37 * H + 1800 * 10**9, meters=False)
     assert len(got) == len(expected)
     assert got == expected
@@ -503,6 +660,7 @@ def test_pipeline_restart_gives_the_same_kpi_series(tmp_path: Path) -> None:
 def test_pipeline_restart_gives_the_same_meter_kpi_series(tmp_path: Path) -> None:
     start, end = DAY0, DAY0 + 3 * 24 * H
     expected = _run_pipeline(tmp_path / "a.sqlite", start, end, None)
-    assert {p.name for p in expected} >= {"peak_demand", "water_consumption_per_capita", "minimum_night_flow"}
+    assert {p.name for p in expected} >= {"peak_demand", "water_consumption_per_capita", "minimum_night_flow",
+                                          "energy_consumption_per_capita"}
     got = _run_pipeline(tmp_path / "b.sqlite", start, end, DAY0 + 37 * H + 1800 * 10**9)
     assert got == expected

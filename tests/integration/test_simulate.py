@@ -41,6 +41,11 @@ AQI_PM25 = [(0.0, 9.0, 0, 50), (9.1, 35.4, 51, 100), (35.5, 55.4, 101, 150), (55
             (125.5, 225.4, 201, 300), (225.5, 325.4, 301, 500)]
 AQI_PM10 = [(0, 54, 0, 50), (55, 154, 51, 100), (155, 254, 101, 150), (255, 354, 151, 200), (355, 424, 201, 300),
             (425, 604, 301, 500)]
+# US AQI 2024, O3 8-h rows in ppm (reference kpis.md §2.2); truncation step 0.001 ppm.
+AQI_O3_8H = [("0.000", "0.054", 0, 50), ("0.055", "0.070", 51, 100), ("0.071", "0.085", 101, 150),
+             ("0.086", "0.105", 151, 200), ("0.106", "0.200", 201, 300)]
+# CAQI hourly grid (reference §3): µg/m³ at index 25, 50, 75, 100.
+CAQI = {"no2": [50, 100, 200, 400], "pm10": [25, 50, 90, 180], "pm2_5": [15, 30, 55, 110], "o3": [60, 120, 180, 240]}
 # EAQI 2021-2023 upper bounds (reference §3), bands (lo, hi]; above the last bound: level 6.
 EAQI_2021 = {"pm2_5": [10, 20, 25, 50, 75], "pm10": [20, 40, 50, 100, 150], "no2": [40, 90, 120, 230, 340],
              "o3": [50, 100, 130, 240, 380]}
@@ -75,6 +80,24 @@ def my_nowcast(hourly: list[float | None], pollutant: str) -> Fraction | None:
     x = sum((w**a * c for a, c in by_age), Fraction(0)) / sum((w**a for a, _ in by_age), Fraction(0))
     step = Fraction(1, 10) if pollutant == "pm2_5" else Fraction(1)
     return math.floor(x / step) * step
+
+
+def my_o3_aqi(ppm: Fraction) -> int:
+    c = Fraction(math.floor(ppm * 1000), 1000)
+    for lo, hi, ilo, ihi in AQI_O3_8H:
+        if Fraction(lo) <= c <= Fraction(hi):
+            return math.floor(Fraction(ihi - ilo) / (Fraction(hi) - Fraction(lo)) * (c - Fraction(lo)) + ilo
+                              + Fraction(1, 2))
+    raise AssertionError(f"O3 {c} ppm outside the 8-h table in this simulation")
+
+
+def my_caqi(c: float, grid: list[int]) -> float:
+    lo_c, lo_i = 0.0, 0.0
+    for k, hi_c in enumerate(grid):
+        if c <= hi_c:
+            return lo_i + (c - lo_c) * 25.0 / (hi_c - lo_c)
+        lo_c, lo_i = hi_c, 25.0 * (k + 1)
+    return 100.0 + (c - grid[3]) * 25.0 / (grid[3] - grid[2])
 
 
 def eaqi_level(pollutant: str, c: float) -> int:
@@ -206,6 +229,47 @@ def test_simulated_city_week_into_influxdb(tmp_path: Path, influx_v1: InfluxV1) 
         assert row["valid"] == ("true" if {"no2", "o3"} <= levels.keys() and "pm2_5" in levels else "false")
     assert sum(1 for r in eaqi.values() if r["valid"] == "true") == 167 - 17  # PM needs 18 hours first
 
+    # -- O3 8-h running means, daily max (17 means from 07:00, 13 needed), daily US AQI and WHO O3 flag --------
+    o3 = means["o3"]
+
+    def mean8(start: int) -> tuple[float, int] | None:
+        vals = [float(v) for k in range(8) if (v := o3.get(start + k * H)) is not None]
+        return (sum(vals) / len(vals), len(vals)) if vals else None
+
+    running = kpi("o3_8h", "8h_running", "air-station-1")
+    assert len(running) == 167
+    for start, row in running.items():
+        m = mean8(start)
+        assert m is not None
+        assert row["value"] == pytest.approx(m[0] / 1.96 / 1000, abs=1e-9) and row["hours"] == m[1]
+        assert row["valid"] == ("true" if m[1] >= 6 else "false")
+    o3_max = kpi("o3_8h_max", "1d", "air-station-1")
+    o3_aqi = kpi("us_aqi", "1d", "air-station-1", pollutant="o3")
+    o3_who = kpi("who_exceedance", "1d", "air-station-1", pollutant="o3")
+    emitted = [d0 for d0, _ in DAY_BOUNDS[:-1]]  # the last day's 23:00 mean ends after the simulated week
+    assert sorted(o3_max) == sorted(o3_aqi) == sorted(o3_who) == emitted
+    for d0, d1 in DAY_BOUNDS[:-1]:
+        starts = [h for h in range(d0, d1, H) if datetime.fromtimestamp(h // S, TZ).hour >= 7]
+        assert len(starts) == 17
+        day_means = [m[0] for h in starts if (m := mean8(h)) is not None and m[1] >= 6]
+        top = max(day_means)
+        assert o3_max[d0]["value"] == pytest.approx(top / 1.96 / 1000, abs=1e-9)
+        assert o3_max[d0]["valid"] == ("true" if len(day_means) >= 13 else "false")
+        assert o3_aqi[d0]["value"] == my_o3_aqi(Fraction(Decimal(repr(top))) / Fraction("1.96") / 1000)
+        assert o3_who[d0]["value"] == (1.0 if top > 100 else 0.0)
+
+    # -- CAQI: hourly grid over the station's hourly PM, NO2 and O3 ------------------------------------------
+    caqi = kpi("caqi", "1h", "air-station-1")
+    assert len(caqi) == 167
+    for h, row in caqi.items():
+        subs = {p: my_caqi(v, CAQI[p]) for p in ("pm2_5", "pm10", "no2", "o3") if (v := means[p].get(h)) is not None}
+        top_index = max(subs.values())
+        assert row["value"] == pytest.approx(top_index, abs=1e-9), h
+        band = next((b for b, hi in zip(("very low", "low", "medium", "high"), (25, 50, 75, 100), strict=True)
+                     if top_index <= hi), "very high")
+        assert row["band"] == band
+        assert row["valid"] == ("true" if {"no2", "pm10"} <= subs.keys() else "false")
+
     # -- Noise: Lday, Levening, Lnight, Lden per local day from hourly energetic means -------------------------
     noise = raw("noise-plaza-1", "noise_laeq")
     lden = kpi("lden", "1d", "noise-plaza-1")
@@ -246,6 +310,10 @@ def test_simulated_city_week_into_influxdb(tmp_path: Path, influx_v1: InfluxV1) 
         quarters = [energy.delta(t, t + Q) for t in range(d0, d1, Q)]
         assert peak[d0]["value"] == pytest.approx(max(quarters) * 4, abs=1e-6)
         assert peak[d0]["peak_start"] == d0 + int(np.argmax(quarters)) * Q
+    epc = kpi("energy_consumption_per_capita", "1d", "kit")
+    assert sorted(epc) == [d0 for d0, _ in DAY_BOUNDS]
+    for d0, d1 in DAY_BOUNDS:  # one meter, population 120 (EN:E:E:2C per day)
+        assert epc[d0]["value"] == pytest.approx(energy.delta(d0, d1) / 120, abs=1e-6)
 
     # -- Traffic: hourly and daily volume, peak hour and PHF, class shares -----------------------------------
     vehicles = raw("traffic-calle-mayor", "vehicle_count")
