@@ -165,3 +165,18 @@ def test_readme_first_screen_has_exactly_the_two_setup_commands() -> None:
 def test_feed_prefix_must_not_be_the_broker_root(tmp_path: Path) -> None:
     problems = _problems(tmp_path, '[mqtt]\nhost = "b"\n[mqtt.feed]\ntopic_prefix = "///"\n')
     assert any("publish at the broker's root" in p for p in problems)
+
+
+def test_every_kind_has_a_doc_page_and_a_valid_sample_config(tmp_path: Path) -> None:
+    from devices.registry import KINDS
+
+    for name, kind in KINDS.items():
+        assert (REPO / "docs" / "devices" / (kind.doc or f"{name}.md")).exists(), name
+        snippet = (REPO / "config" / "devices" / f"{name}.toml").read_text()
+        if kind.link == "mqtt" and "\n[mqtt]" not in "\n" + snippet:
+            snippet = '[mqtt]\nhost = "broker"\n' + snippet  # route snippets go under a kit's [mqtt]
+        path = tmp_path / f"{name}.toml"
+        path.write_text(snippet)
+        settings = load_settings(path, env={})
+        used = [d.kind for d in settings.devices] + [r.format for r in settings.mqtt.routes]
+        assert name in used, name
