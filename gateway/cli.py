@@ -11,8 +11,12 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
 
 __all__ = ["main"]
 
@@ -22,10 +26,7 @@ def _setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
 
 
-def _wait_for_signal(gateway: object, duration: float | None) -> None:
-    from gateway.app import Gateway
-
-    assert isinstance(gateway, Gateway)
+def _wait_for_signal(gateway: Gateway, duration: float | None) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -39,7 +39,7 @@ class Validator:
                  max_remembered: int = 100_000) -> None:
         self._clock_ns = clock_ns
         self.max_future_ns = max_future_ns
-        # Hashes of recent (device, quantity, ts) keys, oldest first: catches redelivered MQTT messages and
+        # Hashes of recent (device, quantity, tags, ts) keys, oldest first: catches redelivered MQTT messages and
         # replays. A 64-bit hash instead of the tuple keeps 100,000 keys in ~8 MB instead of ~20 MB; a
         # collision (odds ~1e-9 at this size) would reject one reading as a duplicate, counted and logged.
         self._seen: dict[int, None] = {}
@@ -47,8 +47,11 @@ class Validator:
 
     def remember(self, r: Reading) -> None:
         """Record an accepted reading so a later copy of it is rejected as a duplicate."""
+        self._remember_key(_key(r))
+
+    def _remember_key(self, key: int) -> None:
         seen = self._seen
-        seen[_key(r)] = None
+        seen[key] = None
         if len(seen) > self._max_remembered:
             del seen[next(iter(seen))]
 
@@ -71,7 +74,8 @@ class Validator:
         if r.ts > now + self.max_future_ns:
             return (f"timestamp in the future: {_iso(r.ts)} is {(r.ts - now) / 1e9:.0f} s ahead "
                     "(device clock ahead, or wrong time zone/units)")
-        if _key(r) in self._seen:
-            return f"duplicate: {r.quantity} reading at {_iso(r.ts)} (same device, quantity and timestamp)"
-        self.remember(r)
+        key = _key(r)  # hashed once: this runs for every reading
+        if key in self._seen:
+            return f"duplicate: {r.quantity} reading at {_iso(r.ts)} (same device, quantity, tags and timestamp)"
+        self._remember_key(key)
         return None
