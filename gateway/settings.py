@@ -68,6 +68,8 @@ class GatewaySection(_Section):
     id: str = Field("citygw", pattern=_ID)
     data_dir: Path = Path("var/citygw")
     timezone: str = "UTC"
+    lat: float | None = Field(None, ge=-90, le=90)  # the kit's site: the position of devices without their own
+    lon: float | None = Field(None, ge=-180, le=180)
     status_listen: str = "127.0.0.1:8088"  # HTTP status page and /metrics; "" disables
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -81,7 +83,26 @@ class GatewaySection(_Section):
         return value
 
 
-class DeviceConfig(_Section):
+class Coordinates(_Section):
+    """Where a device stands (WGS 84), for the city-platform feeds (NGSI-LD `location`, SensorThings `Location`)."""
+
+    lat: float | None = Field(None, ge=-90, le=90)
+    lon: float | None = Field(None, ge=-180, le=180)
+    alt: float | None = None  # metres above sea level, optional
+
+    @model_validator(mode="after")
+    def _both_or_none(self) -> Coordinates:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("give both lat and lon (decimal degrees, WGS 84), or neither")
+        return self
+
+    @property
+    def point(self) -> tuple[float, float] | None:
+        """(lon, lat) in GeoJSON order, or None when no position is configured."""
+        return None if self.lat is None or self.lon is None else (self.lon, self.lat)
+
+
+class DeviceConfig(Coordinates):
     """A serial or Modbus device on a port."""
 
     id: str = Field(pattern=_ID)
@@ -120,8 +141,8 @@ class TlsConfig(_Section):
     insecure_skip_verify: bool = False
 
 
-class MqttRoute(_Section):
-    """Which topics carry which payload format, and how to name the device."""
+class MqttRoute(Coordinates):
+    """Which topics carry which payload format, and how to name the device (lat/lon: where its devices stand)."""
 
     topic: str
     format: str
@@ -247,6 +268,8 @@ class Settings(_Section):
     aggregation: AggregationSection = AggregationSection()
     local_store: LocalStoreSection = LocalStoreSection()
     kpis: KpiOptions = KpiOptions()
+    # Positions of devices that have no [[devices]] entry (MQTT devices named from topics): id -> coordinates.
+    locations: dict[str, Coordinates] = {}
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:
@@ -274,6 +297,20 @@ class Settings(_Section):
     def feed_prefix(self) -> str:
         """Every topic the gateway publishes starts with this."""
         return (self.mqtt.feed.topic_prefix or f"citygw/{self.gateway.id}").rstrip("/")
+
+    def device_location(self, device_id: str, route: MqttRoute | None = None) -> Coordinates | None:
+        """A device's configured position: its own entry, else [locations], else its route, else the site."""
+        for device in self.devices:
+            if device.id == device_id and device.point:
+                return device
+        if device_id in self.locations and self.locations[device_id].point:
+            return self.locations[device_id]
+        if route is not None and route.point:
+            return route
+        g = self.gateway
+        if g.lat is not None and g.lon is not None:
+            return Coordinates(lat=g.lat, lon=g.lon)
+        return None
 
     @property
     def journal_path(self) -> Path:

@@ -18,7 +18,12 @@ cd "$ROOT"
 
 VENV="$ROOT/.venv"
 STAMP="$VENV/.citygw-installed"
-APT_PACKAGES=(python3 python3-venv python3-pip mosquitto mosquitto-clients influxdb victoria-metrics openssl)
+APT_PACKAGES=(python3 python3-venv python3-pip mosquitto mosquitto-clients influxdb victoria-metrics openssl
+    nats-server chromium chromium-driver)
+# Node tools for the tests (not for running citygw): Prism, the validating OpenAPI mock server that checks the
+# NGSI-LD sink's requests against the ETSI spec.
+NODE_TOOLS="$ROOT/.tools/node"
+NODE_PACKAGES=("@stoplight/prism-cli@5.14.2")
 
 log() { printf 'dev.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -125,6 +130,20 @@ ensure_venv() {
     fi
 }
 
+ensure_node_tools() {
+    [ -x "$NODE_TOOLS/node_modules/.bin/prism" ] && return
+    if ! command -v npm >/dev/null 2>&1; then
+        # Only when no Node.js is there: a NodeSource nodejs (which bundles npm) conflicts with Debian's npm.
+        log "installing Debian packages: nodejs npm"
+        as_root apt-get update -q && as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -q --no-install-recommends nodejs npm || die "apt-get install nodejs npm failed"
+    fi
+    log "installing node test tools into $NODE_TOOLS: ${NODE_PACKAGES[*]}"
+    mkdir -p "$NODE_TOOLS"
+    npm install --prefix "$NODE_TOOLS" --no-audit --no-fund --loglevel=error "${NODE_PACKAGES[@]}" >&2 \
+        || die "npm install failed"
+}
+
 setup() {
     ensure_system_packages
     ensure_venv
@@ -158,6 +177,7 @@ case "$command" in
         ;;
     test)
         setup
+        ensure_node_tools
         run_lint  # fail fast, before the slower tests
         run_pytest "$@"
         ;;
@@ -167,6 +187,7 @@ case "$command" in
         ;;
     pytest)
         setup
+        ensure_node_tools
         run_pytest "$@"
         ;;
     *)
