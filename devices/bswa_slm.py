@@ -8,10 +8,10 @@ The gateway polls with `DMA1 ?` (main-screen data, single return). The answer pa
 
 Mapping (A-weighting only, because the noise_* quantities are A-weighted):
 - mode 2 LEQ → `noise_laeq`; 3 MAX → `noise_lamax`; 4 MIN → `noise_lamin`.
-- mode 0 SPL (the instantaneous time-weighted level) and 1 PEAK are rejected with a reason: neither is an
-  equivalent level, and mixing them into LAeq series would bias every noise KPI. Set the main screen to LEQ.
-- filters B, C, Z are rejected with a reason.
-- Tags `filter` (A) and `detector` (fast/slow/impulse) are added.
+- mode 0 SPL (the instantaneous time-weighted level, the screen meters are often left on) → `noise_spl`, a
+  quantity of its own: an SPL sample is not an equivalent level, so it never enters LAeq series or Lden.
+- mode 1 PEAK is rejected with a reason (a peak is no level to average). Filters B, C, Z are rejected.
+- Tags `filter` (A) and `detector` (the time weighting: fast/slow/impulse) are added.
 - Overload indicator 1/3 (overload now / during the integration) gives quality "overload", 2/4 (under-range)
   gives "under_range"; the reading is kept (the meter's level is a bound, not garbage). With option
   `overload = "reject"` such answers are rejected instead.
@@ -39,11 +39,12 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("noise_laeq", "dBA"),
     ("noise_lamax", "dBA"),
     ("noise_lamin", "dBA"),
+    ("noise_spl", "dBA"),
 )
 FILTERS = ("A", "B", "C", "Z")
 DETECTORS = ("fast", "slow", "impulse")
 MODES = ("SPL", "PEAK", "LEQ", "MAX", "MIN")
-_QUANTITY_OF_MODE = {2: "noise_laeq", 3: "noise_lamax", 4: "noise_lamin"}
+_QUANTITY_OF_MODE = {0: "noise_spl", 2: "noise_laeq", 3: "noise_lamax", 4: "noise_lamin"}
 _MODE_OF_QUANTITY = {q: m for m, q in _QUANTITY_OF_MODE.items()}
 OVERLOAD_QUALITY = {1: "overload", 2: "under_range", 3: "overload", 4: "under_range"}
 POLL_TEXT = "DMA1 ?"
@@ -121,7 +122,7 @@ def _field(fields: list[str], i: int, name: str, allowed: int, frame: bytes) -> 
 
 
 def decode(frame: bytes, ctx: DecodeContext) -> list[Reading]:
-    """Decode a DMA answer into one noise_laeq / noise_lamax / noise_lamin reading (dBA); an ACK gives []."""
+    """Decode a DMA answer into one noise_spl / noise_laeq / noise_lamax / noise_lamin reading; an ACK gives []."""
     address, kind, text = parse_frame(frame)
     expected = _address(ctx.options) if "address" in ctx.options else None
     if expected is not None and address != expected:
@@ -147,7 +148,8 @@ def decode(frame: bytes, ctx: DecodeContext) -> list[Reading]:
         raise DecodeError(f"filter {FILTERS[filt]}: only A-weighted levels map to noise quantities", frame)
     quantity = _QUANTITY_OF_MODE.get(mode)
     if quantity is None:
-        raise DecodeError(f"main screen shows {MODES[mode]}, not LEQ/MAX/MIN; set the meter to LEQ", frame)
+        raise DecodeError(f"main screen shows {MODES[mode]}, not SPL/LEQ/MAX/MIN; set the meter's main screen "
+                          "to LEQ (or SPL)", frame)
     quality = OVERLOAD_QUALITY.get(overload, "good")
     if quality != "good" and str(ctx.options.get("overload", "flag")) == "reject":
         raise DecodeError(f"meter reports {quality.replace('_', '-')} (indicator {overload})", frame)
@@ -158,12 +160,12 @@ def decode(frame: bytes, ctx: DecodeContext) -> list[Reading]:
 def encode(
     values: Mapping[str, float], address: int = 1, detector: int = 0, overload: int = 0, filt: int = 0
 ) -> bytes:
-    """Build a DMA answer from one of noise_laeq / noise_lamax / noise_lamin in `values` (for simulators)."""
+    """Build a DMA answer from one of noise_spl / noise_laeq / noise_lamax / noise_lamin (for simulators)."""
     for quantity, mode in _MODE_OF_QUANTITY.items():
         if quantity in values:
             level = max(0.0, min(999.9, float(values[quantity])))
             return answer(f"{filt},{detector},{mode},{level:05.1f},{overload}", address)
-    raise ValueError("values need one of noise_laeq, noise_lamax, noise_lamin")
+    raise ValueError("values need one of noise_spl, noise_laeq, noise_lamax, noise_lamin")
 
 
 class BswaFramer:

@@ -54,6 +54,9 @@ _TABLE = [
     _q("noise_laeq", "dBA", 0, 160, "A-weighted equivalent continuous sound level"),
     _q("noise_lamax", "dBA", 0, 180, "A-weighted maximum sound level"),
     _q("noise_lamin", "dBA", 0, 160, "A-weighted minimum sound level"),
+    # A sample of the time-weighted level (tag `detector`: fast/slow/impulse), not an equivalent level: windows
+    # average it energetically (an LAeq estimate as good as the sampling), but it never feeds Lden/Lnight.
+    _q("noise_spl", "dBA", 0, 180, "A-weighted sound pressure level, time-weighted (instantaneous sample)"),
     _q("voltage", "V", 0, 1000, "RMS voltage"),
     _q("current", "A", -10000, 10000, "RMS current"),
     _q("active_power", "W", -1e7, 1e7, "active power (negative = export)"),

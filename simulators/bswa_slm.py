@@ -28,7 +28,7 @@ class BswaSlmSimulator(SerialSimulator):
 
     checksum_at = -3  # the BCC byte
     out_of_range: ClassVar[Mapping[str, float]] = {
-        "noise_laeq": 175.0, "noise_lamax": 185.0, "noise_lamin": 170.0,
+        "noise_laeq": 175.0, "noise_lamax": 185.0, "noise_lamin": 170.0, "noise_spl": 185.0,
     }
 
     def __init__(
@@ -55,7 +55,7 @@ class BswaSlmSimulator(SerialSimulator):
         super().__init__(seed=seed, period_s=period_s, faults=faults, streaming=False, clock=clock)
 
     def _quantity(self) -> str:
-        return {2: "noise_laeq", 3: "noise_lamax", 4: "noise_lamin"}.get(self.mode, "noise_laeq")
+        return {0: "noise_spl", 2: "noise_laeq", 3: "noise_lamax", 4: "noise_lamin"}.get(self.mode, "noise_laeq")
 
     def _next_values(self, now_s: float) -> dict[str, float]:
         self._samples.append(self._level.value_at(now_s))

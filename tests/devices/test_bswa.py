@@ -36,11 +36,39 @@ def test_manual_blocks_have_valid_bcc(frame: bytes) -> None:
     assert bswa_slm.frame_error(frame) is None
 
 
-def test_manual_answer_parses_but_spl_is_not_reported() -> None:
+def test_manual_spl_answer_is_noise_spl_with_its_time_weighting() -> None:
+    """The main SPL screen (manual p.98 example) gives noise_spl, not LAeq; its time weighting is the tag."""
     assert bswa_slm.parse_frame(SPL_ANSWER) == (1, 0x41, "0,0,0,074.3,0")
+    (reading,) = bswa_slm.decode(SPL_ANSWER, CTX)
+    assert (reading.quantity, reading.value, reading.unit, reading.quality) == ("noise_spl", 74.3, "dBA", "good")
+    assert reading.tags == {"site": "plaza", "filter": "A", "detector": "fast"}
+    (slow,) = bswa_slm.decode(bswa_slm.answer("0,1,0,061.0,0"), CTX)
+    assert (slow.quantity, slow.tags["detector"]) == ("noise_spl", "slow")
+    assert bswa_slm.encode({"noise_spl": 74.3}) == SPL_ANSWER
+    assert ("noise_spl", "dBA") in get_kind("bswa_slm").quantities
+
+
+def test_peak_screen_is_rejected_with_what_to_do() -> None:
     with pytest.raises(DecodeError) as err:
-        bswa_slm.decode(SPL_ANSWER, CTX)
-    assert "SPL" in err.value.reason and "LEQ" in err.value.reason
+        bswa_slm.decode(bswa_slm.answer("0,0,1,101.0,0"), CTX)
+    assert "PEAK" in err.value.reason and "LEQ" in err.value.reason
+
+
+def test_noise_spl_windows_average_energetically_and_give_no_lden() -> None:
+    """SPL samples in a window: energetic mean (60 and 70 dB → 67.4, not 65), min/max/percentiles kept."""
+    from aggregators.windows import WindowEngine, WindowSpec
+    from devices.reading import Reading
+    from devices.vocabulary import QUANTITIES
+
+    assert QUANTITIES["noise_spl"].units == ("dBA",)
+    engine = WindowEngine([WindowSpec.parse("1m")], grace_ns=0)
+    t0 = 1_700_000_040 * 10**9  # a minute boundary
+    for i, level in enumerate([60.0, 70.0] * 3):
+        engine.add(Reading("noise-1", "noise_spl", level, "dBA", t0 + i * 10 * 10**9, {"detector": "fast"}))
+    points = engine.advance(t0 + 120 * 10**9)
+    (point,) = [p for p in points if p.name == "noise_spl"]
+    assert point.value == pytest.approx(67.4036, abs=1e-3)
+    assert (point.fields["min"], point.fields["max"], point.fields["count"]) == (60.0, 70.0, 6)
 
 
 @pytest.mark.parametrize(
@@ -179,3 +207,15 @@ def test_simulator_unplug_and_replug() -> None:
             ser.write(bswa_slm.poll_request({}))
             (frame,) = _read_blocks(ser, 1)
             assert bswa_slm.decode(frame, CTX)[0].value == sim.last_values["noise_laeq"]
+
+
+def test_simulator_on_the_spl_screen_gives_noise_spl() -> None:
+    kind = get_kind("bswa_slm")
+    assert kind.poll_request is not None
+    with BswaSlmSimulator(seed=4, mode=0, detector=1) as sim, serial.serial_for_url(sim.port, 9600,
+                                                                                    timeout=0.2) as ser:
+        ser.write(kind.poll_request({}))
+        (frame,) = _read_blocks(ser, 1)
+        (reading,) = kind.decode(frame, CTX)
+        assert {reading.quantity: reading.value} == sim.last_values
+        assert (reading.quantity, reading.tags["detector"]) == ("noise_spl", "slow")
