@@ -99,7 +99,8 @@ class Gateway:
                 sinks.append(InfluxV1Sink(
                     name, cfg.url, cfg.database, cfg.username,
                     read_secret(cfg.password_env, cfg.password_file, "influx.password"),
-                    gzip_body=cfg.gzip, timeout_s=cfg.timeout, ca_file=cfg.ca_file, verify_tls=cfg.verify_tls))
+                    gzip_body=cfg.gzip, timeout_s=cfg.timeout, ca_file=cfg.ca_file, verify_tls=cfg.verify_tls,
+                    create_database=cfg.create_database))
             else:
                 sinks.append(InfluxV2Sink(
                     name, cfg.url, cfg.org, cfg.bucket, read_secret(cfg.token_env, cfg.token_file, "influx.token"),

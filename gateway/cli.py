@@ -56,14 +56,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the gateway from a config file until SIGINT/SIGTERM."""
     limit_malloc_arenas()
     from gateway.app import Gateway
+    from gateway.config_check import check_environment
     from gateway.settings import ConfigError, load_settings
 
     try:
         settings = load_settings(args.config)
         _setup_logging(settings.gateway.log_level)
+        findings = check_environment(settings, args.config, for_run=True)
+        for finding in findings:
+            print(finding, file=sys.stderr)
+        if any(f.error for f in findings):
+            return 1
         gateway = Gateway(settings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return 1
+    except OSError as exc:  # the journal or the store cannot be created: say where, never a traceback
+        print(f"{args.config}: cannot open {exc.filename or 'the data directory'}: {exc.strerror} "
+              "(check gateway.data_dir and journal.path)", file=sys.stderr)
         return 1
     gateway.start()
     try:
@@ -75,6 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate a config file and print every problem (file:line: key: message)."""
+    from gateway.config_check import check_environment
     from gateway.settings import ConfigError, load_settings
 
     try:
@@ -84,8 +95,20 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) in {args.config}", file=sys.stderr)
         return 1
+    findings = check_environment(settings, args.config)
+    for finding in findings:
+        print(finding, file=sys.stderr)
+    errors = sum(f.error for f in findings)
+    if errors:
+        print(f"{errors} problem(s) in {args.config}", file=sys.stderr)
+        return 1
     print(f"{args.config}: OK — {len(settings.devices)} device(s), {len(settings.mqtt.routes)} MQTT route(s), "
-          f"{len(settings.influx)} InfluxDB sink(s), windows {', '.join(settings.aggregation.windows)}")
+          f"{len(settings.influx)} InfluxDB sink(s), windows {', '.join(settings.aggregation.windows)}"
+          + (f" ({len(findings)} warning(s))" if findings else ""))
+    if getattr(args, "connect", False):
+        from gateway.connect_check import run_connect_checks
+
+        return run_connect_checks(settings, timeout_s=args.timeout)
     return 0
 
 
@@ -242,9 +265,19 @@ def cmd_simulators(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("citygw")
+    except PackageNotFoundError:
+        return "unknown (not installed as a package)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="citygw", description="Smart-city sensor kit gateway")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run the gateway from a config file")
@@ -260,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", help="validate a config file without starting anything")
     p.add_argument("config")
+    p.add_argument("--connect", action="store_true",
+                   help="also reach every broker, sink and serial port with the config's settings")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per connection / serial listen")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("decode", help="decode one frame or payload and print its readings as JSON")
@@ -298,7 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `citygw` console script."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:
+        # `citygw devices | head`: the reader went away; that is not an error worth a traceback.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -214,6 +214,7 @@ class InfluxSection(_Section):
     flush_interval: Duration = 1.0
     timeout: Duration = 10.0
     gzip: bool = True
+    create_database: bool = False  # v1: CREATE DATABASE when the server says it is missing
 
     @model_validator(mode="after")
     def _api_fields(self) -> InfluxSection:
@@ -221,6 +222,8 @@ class InfluxSection(_Section):
             raise ValueError("InfluxDB v2 needs bucket (and org, token_env/token_file for InfluxDB 2.x/Cloud)")
         if self.api == "v1" and not self.database:
             raise ValueError("InfluxDB v1 needs database")
+        if self.api == "v2" and self.create_database:
+            raise ValueError("create_database applies to api = \"v1\" only (a v2 bucket is created in InfluxDB)")
         if not re.match(r"^https?://", self.url):
             raise ValueError(f"url {self.url!r} must start with http:// or https://")
         return self
@@ -445,21 +448,86 @@ def load_settings(path: str | os.PathLike[str] | None, env: Mapping[str, str] | 
         problems = []
         for err in exc.errors():
             loc = tuple(err["loc"])
-            line = 0
-            for cut in range(len(loc), 0, -1):
-                if loc[:cut] in index:
-                    line = index[loc[:cut]]
-                    break
+            line = _line_of(loc, index)
             key = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "string_pattern_mismatch":
                 msg = (f"{err['input']!r} is not a valid id: use letters, digits, '.', '_' or '-' "
                        "(no spaces), at most 64 characters")
             if err["type"] == "extra_forbidden":
-                msg = "unknown key (check the spelling against config/example.toml)"
+                msg = _unknown_key_message(loc)
             elif err["type"] == "missing":
                 msg = "required key is missing"
+            elif err["type"] == "list_type" and isinstance(err["input"], dict) and len(loc) == 1:
+                msg = (f"[{loc[0]}] is a single table, but {loc[0]} is a list of tables: write [[{loc[0]}]] "
+                       "(double brackets), one block per entry")
             if loc[:2] in from_env:
                 msg += f" (value from environment variable {from_env[loc[:2]]})"  # type: ignore[index]
             problems.append(ConfigProblem(name, line, key, msg))
+        # The model's own check runs only once every field is valid; the raw check reports repeats at once.
+        problems = [p for p in problems if "device ids must be unique" not in p.message]
+        problems += _duplicate_ids(data, text, name)
         raise ConfigError(problems) from None
+
+
+def _line_of(loc: tuple[Any, ...], index: Mapping[tuple[Any, ...], int]) -> int:
+    """The line of the longest prefix of `loc` found in the index (a [[table]]'s first block stands in)."""
+    for cut in range(len(loc), 0, -1):
+        for key in (loc[:cut], (*loc[:cut], 0)):
+            if key in index:
+                return index[key]
+    return 0
+
+
+def _unknown_key_message(loc: tuple[Any, ...]) -> str:
+    """'unknown key', with the closest known key of that table ("did you mean") or the list of tables."""
+    import difflib
+
+    model: Any = Settings
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            model = None
+            break
+        annotation = field.annotation
+        for arg in (annotation, *getattr(annotation, "__args__", ())):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                model = arg
+                break
+        else:
+            model = None
+            break
+    known = sorted(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+    name = str(loc[-1])
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if len(loc) == 1:
+        hint = f"did you mean [{close[0]}]?" if close else f"the tables are: {', '.join(known)}"
+        return f"unknown table or key {name!r}: {hint}"
+    if close:
+        return f"unknown key {name!r}: did you mean {close[0]!r}?"
+    return f"unknown key {name!r} (known keys: {', '.join(known)})" if known else f"unknown key {name!r}"
+
+
+def _duplicate_ids(data: Mapping[str, Any], text: str, file: str) -> list[ConfigProblem]:
+    """Repeated [[devices]] ids, each at the line of its repeat (found on the raw TOML, beside other errors)."""
+    devices = data.get("devices")
+    if not isinstance(devices, list):
+        return []
+    index = _line_index(text)
+    first: dict[str, int] = {}
+    problems = []
+    for i, d in enumerate(devices):
+        dev_id = d.get("id") if isinstance(d, dict) else None
+        if not isinstance(dev_id, str):
+            continue
+        if dev_id in first:
+            where = index.get(("devices", first[dev_id], "id"), 0)
+            problems.append(ConfigProblem(
+                file, index.get(("devices", i, "id"), 0), f"devices[{i}].id",
+                f"device id {dev_id!r} is already used by devices[{first[dev_id]}]"
+                f"{f' (line {where})' if where else ''}: device ids must be unique"))
+        else:
+            first[dev_id] = i
+    return problems

@@ -95,7 +95,7 @@ class InfluxV1Sink(_HttpLineSink):
 
     def __init__(self, name: str, url: str, database: str, username: str = "", password: str = "",
                  gzip_body: bool = True, timeout_s: float = 10.0, ca_file: Path | None = None,
-                 verify_tls: bool = True) -> None:
+                 verify_tls: bool = True, create_database: bool = False) -> None:
         query = urllib.parse.urlencode({"db": database, "precision": "ns"})
         headers = {}
         if username:
@@ -103,6 +103,37 @@ class InfluxV1Sink(_HttpLineSink):
             headers["Authorization"] = f"Basic {token}"
         super().__init__(name, f"{url.rstrip('/')}/write?{query}", headers, gzip_body, timeout_s, ca_file,
                          verify_tls)
+        self._database = database
+        self._create_database = create_database
+        self._query_url = f"{url.rstrip('/')}/query"
+
+    def write(self, entries: Sequence[Entry]) -> None:
+        """POST the batch; with create_database, create a missing database and let the core retry."""
+        try:
+            super().write(entries)
+        except SinkError as exc:
+            if not (self._create_database and exc.reason.startswith("HTTP 404") and "database not found" in exc.reason):
+                raise
+            self.create_database()
+            raise SinkError(Action.RETRY, f"database {self._database!r} was missing: created it") from None
+
+    def create_database(self) -> None:
+        """CREATE DATABASE (idempotent in InfluxDB 1.x); raise SinkError(RETRY) when the server refuses."""
+        q = 'CREATE DATABASE "' + self._database.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        body = urllib.parse.urlencode({"q": q}).encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        if "Authorization" in self._headers:
+            headers["Authorization"] = self._headers["Authorization"]
+        req = urllib.request.Request(self._query_url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self._timeout_s, context=self._ssl) as resp:
+                resp.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace").strip()[:200]
+            raise SinkError(Action.RETRY, f"cannot create database {self._database!r}: HTTP {exc.code}: "
+                                          f"{detail} (the user needs admin rights, or create it by hand)") from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            raise SinkError(Action.RETRY, f"cannot reach {self._query_url}: {getattr(exc, 'reason', exc)}") from None
 
 
 class InfluxV2Sink:
