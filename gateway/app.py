@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,7 @@ from aggregators.kpi import KpiPoint
 from aggregators.windows import WindowEngine, WindowSpec
 from devices.registry import get_kind
 from gateway.clock import ClockWatch
+from gateway.datadir import DataDirLock
 from gateway.journal import Journal
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
@@ -50,6 +52,11 @@ class Gateway:
         self.latest_kpis: OrderedDict[tuple[str, str, str], KpiPoint] = OrderedDict()
         self.kpi_listeners: list[Callable[[list[KpiPoint]], None]] = []
         s = settings
+        # One process per data directory (gateway/datadir.py): released in stop(), when this object is
+        # collected (a constructor that raised), or by the kernel when the process dies.
+        self.datadir_lock = DataDirLock(s.journal_path.parent)
+        self.datadir_lock.acquire()
+        weakref.finalize(self, self.datadir_lock.release)
         self.journal = Journal(s.journal_path, s.journal.synchronous, s.journal.max_size)
         engine = WindowEngine(
             [WindowSpec.parse(w, s.aggregation.min_coverage) for w in s.aggregation.windows],
@@ -205,6 +212,7 @@ class Gateway:
         if self.status_server is not None:
             self.status_server.stop()
         self.journal.close()
+        self.datadir_lock.release()
 
     def tick(self) -> None:
         """Periodic checks from the main thread: the clock."""

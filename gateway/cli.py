@@ -57,6 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     limit_malloc_arenas()
     from gateway.app import Gateway
     from gateway.config_check import check_environment
+    from gateway.datadir import DataDirInUseError
     from gateway.settings import ConfigError, load_settings
 
     try:
@@ -68,6 +69,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if any(f.error for f in findings):
             return 1
         gateway = Gateway(settings)
+    except DataDirInUseError as exc:  # a second `citygw run` on one data_dir: name the first one's pid
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return 1
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
