@@ -240,6 +240,17 @@ class Journal:
             ).fetchall()
         return [Reading(r[1], r[2], r[4], r[3], r[0], orjson.loads(r[5]), r[6]) for r in rows]
 
+    def latest_readings(self, limit: int) -> list[Reading]:
+        """The last `limit` readings appended, oldest first (to refill the duplicate check after a restart)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT ts, device_id, quantity, unit, value, tags, quality FROM entries"
+                " WHERE kind=0 ORDER BY seq DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        rows.reverse()
+        return [Reading(r[1], r[2], r[4], r[3], r[0], orjson.loads(r[5]), r[6]) for r in rows]
+
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         """A value from the meta table."""
         with self._lock:

@@ -153,12 +153,18 @@ class Pipeline:
             for label, value in orjson.loads(saved).items():
                 if label in self.engine.closed_until:
                     self.engine.closed_until[label] = int(value)
+        # A window size that never closed a window (a crash in the first minutes, before any KPI point
+        # committed a horizon; or a window size added to the config) has a horizon of 0: every reading in
+        # the journal may belong to one of its open windows, so all are replayed. Trimming keeps them
+        # (it keeps readings since open_since() - longest), so the journal holds exactly what is needed.
         since = self.engine.open_since()
-        if since <= 0:
-            return
         longest = max((s.size_ns for s in self.engine.specs), default=0)
+        # The duplicate check remembers the last readings journaled, whatever windows they fall in: a
+        # copy redelivered after the crash is rejected, not journaled twice (the replay below adds the rest).
+        for r in self.journal.latest_readings(self.validator.max_remembered):
+            self.validator.remember(r)
         replayed = 0
-        for r in self.journal.readings_since(since - longest):
+        for r in self.journal.readings_since(since - longest if since > 0 else 0):
             self.validator.remember(r)
             self.engine.seed_counter(r)
             if self.engine.add(r):

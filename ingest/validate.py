@@ -10,7 +10,10 @@ from datetime import UTC, datetime
 from devices.reading import Reading
 from devices.vocabulary import QUANTITIES
 
-__all__ = ["MIN_PLAUSIBLE_NS", "Validator"]
+__all__ = ["DUPLICATE_WINDOW", "MIN_PLAUSIBLE_NS", "Validator"]
+
+# How many recent readings the duplicate check remembers (docs/reliability.md quotes this number).
+DUPLICATE_WINDOW = 100_000
 
 # Nothing a kit measures predates 2020; an earlier time is an unset clock (a Pi without RTC boots in 1970).
 MIN_PLAUSIBLE_NS = int(datetime(2020, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000_000
@@ -37,7 +40,7 @@ class Validator:
     """Checks one reading at a time; `check` returns None when valid, else the rejection reason."""
 
     def __init__(self, clock_ns: Callable[[], int], max_future_ns: int = 300 * 10**9,
-                 max_remembered: int = 100_000) -> None:
+                 max_remembered: int = DUPLICATE_WINDOW) -> None:
         self._clock_ns = clock_ns
         self.max_future_ns = max_future_ns
         # Hashes of recent (device, quantity, tags, ts) keys, oldest first: catches redelivered MQTT messages and
@@ -47,7 +50,7 @@ class Validator:
         # slots of every key deleted before it, so the cost per reading grew with the readings since the dict
         # was last rebuilt (17 s per 200,000 readings once the window was full); popitem(last=False) is O(1).
         self._seen: OrderedDict[int, None] = OrderedDict()
-        self._max_remembered = max_remembered
+        self.max_remembered = max_remembered
 
     def remember(self, r: Reading) -> None:
         """Record an accepted reading so a later copy of it is rejected as a duplicate."""
@@ -56,7 +59,7 @@ class Validator:
     def _remember_key(self, key: int) -> None:
         seen = self._seen
         seen[key] = None
-        if len(seen) > self._max_remembered:
+        if len(seen) > self.max_remembered:
             seen.popitem(last=False)
 
     def check(self, r: Reading, now_ns: int | None = None) -> str | None:
