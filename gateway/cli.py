@@ -163,6 +163,13 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    """Try every serial kind's framing on a port at the usual baud rates (no config needed)."""
+    from gateway.probe import USUAL_BAUDRATES, run_probe
+
+    return run_probe(args.port, args.baud or USUAL_BAUDRATES, args.seconds, args.all_rates)
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     """List every device kind and payload format with its link, quantities and units."""
     from devices.registry import KINDS
@@ -329,6 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--seed", type=int, default=1, help="seed of the signal models")
     p.set_defaults(func=cmd_simulators)
+
+    p = sub.add_parser("probe", help="listen on a serial port: which device kind speaks there, at which baud rate")
+    p.add_argument("port", help="a serial port or pyserial URL: /dev/ttyAMA0, /dev/serial/by-id/…, socket://…")
+    p.add_argument("--baud", type=int, action="append", default=None, help="try only this rate (repeatable)")
+    p.add_argument("--seconds", type=float, default=2.5, help="listen this long per baud rate")
+    p.add_argument("--all-rates", action="store_true", help="keep trying after a rate at which something speaks")
+    p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("devices", help="list device kinds and payload formats")
     p.set_defaults(func=cmd_devices)
