@@ -15,8 +15,10 @@ from gateway.journal import KIND_KPI, Entry
 
 __all__ = ["entry_line", "escape_key", "escape_tag"]
 
-_KEY_TABLE = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": " ", "\r": " "})
-_MEASUREMENT_TABLE = str.maketrans({",": r"\,", " ": r"\ ", "\n": " ", "\r": " "})
+# Line protocol cannot carry a line break inside a key or tag value (influxd splits lines on it and answers
+# 400), so CR and LF become *escaped* spaces: an unescaped space would end the tag set.
+_KEY_TABLE = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\ ", "\r": r"\ "})
+_MEASUREMENT_TABLE = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\ ", "\r": r"\ "})
 _RESERVED_READING = ("device_id", "quantity", "unit", "quality")
 _RESERVED_KPI = ("device_id", "name", "window", "unit", "valid")
 

@@ -60,7 +60,7 @@ class Delivery:
 
     def __init__(self, sink: Sink, journal: Journal, metrics: Metrics, batch_size: int = 5000,
                  flush_interval_s: float = 1.0, backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
-                 cursor_persist_s: float = 1.0) -> None:
+                 cursor_persist_s: float = 1.0, isolate_after: int = 3, dead_letter_after: int = 5) -> None:
         self.sink = sink
         self.journal = journal
         self.metrics = metrics
@@ -78,6 +78,13 @@ class Delivery:
         self._persisted_at = time.monotonic()
         self.failing_since: float | None = None
         self.last_error = ""
+        # An entry the sink refuses with a retryable error while it accepts others (a topic the broker
+        # calls malformed) would stall the queue for ever: after `isolate_after` failures starting at
+        # it, it is written alone; after `dead_letter_after`, if a probe of the entries behind it succeeded
+        # meanwhile, it is dead-lettered. An outage refuses the probes too, so it dead-letters nothing.
+        self.isolate_after = isolate_after
+        self.dead_letter_after = dead_letter_after
+        self._refusals = _Refusals()
 
     def start(self) -> None:
         """Start the delivery thread."""
@@ -135,11 +142,14 @@ class Delivery:
                     self.metrics.sink_errors.labels(self.sink.name, "split").inc()
                     continue
                 else:
-                    backoff = self._failed(exc.reason, backoff, exc.retry_after_s)
+                    limit, backoff = self._retry(wanted, exc.reason, limit, backoff, exc.retry_after_s)
+                    cursor = self.cursor
                     continue
             except Exception as exc:
-                backoff = self._failed(f"{type(exc).__name__}: {exc}", backoff, None)
+                limit, backoff = self._retry(wanted, f"{type(exc).__name__}: {exc}", limit, backoff, None)
+                cursor = self.cursor
                 continue
+            self._refusals.succeeded(time.monotonic(), clear=True)
             cursor = self.cursor = entries[-1].seq
             self._persist_cursor()
             self.delivered += len(wanted)
@@ -166,3 +176,59 @@ class Delivery:
         self.metrics.sink_dead_letters.labels(self.sink.name).inc(len(entries))
         log.error("sink %s refused %d entr%s for good (kept in dead_letters): %s", self.sink.name,
                   len(entries), "y" if len(entries) == 1 else "ies", reason)
+
+    def _retry(self, wanted: Sequence[Entry], reason: str, limit: int, backoff: float,
+               retry_after_s: float | None) -> tuple[int, float]:
+        """A retryable failure: isolate an entry refused over and over, dead-letter it once proven, else back off."""
+        head = wanted[0]
+        streak = self._refusals.failed(head.seq, time.monotonic())
+        if streak >= self.isolate_after and len(wanted) > 1:
+            limit = 1  # write the first entry alone: is it the entry, or the sink?
+        elif len(wanted) == 1 and streak >= self.dead_letter_after and self._refusals.proven():
+            self._dead_letter([head], f"refused {streak} times in a row while the sink accepted the entries "
+                                      f"after it: {reason}")
+            self.cursor = head.seq
+            self._persist_cursor()
+            return limit, backoff
+        elif len(wanted) == 1 and streak >= self.isolate_after:
+            self._probe(head.seq)
+        return limit, self._failed(reason, backoff, retry_after_s)
+
+    def _probe(self, after_seq: int) -> None:
+        # Write the next few entries alone: one accepted while the head is refused proves the sink works.
+        # Entries written here are written again in order later; every sink writes idempotently.
+        for entry in self.journal.read_after(after_seq, 3, self.sink.only_kind):
+            try:
+                self.sink.write([entry])
+            except Exception as exc:  # any failure only means "not proven yet"
+                log.debug("sink %s: probe of entry %d failed: %s", self.sink.name, entry.seq, exc)
+                continue
+            self._refusals.succeeded(time.monotonic(), clear=False)
+            return
+
+
+class _Refusals:
+    """Consecutive failed writes starting at the same entry, and when the sink last accepted anything."""
+
+    def __init__(self) -> None:
+        self.seq = -1
+        self.streak = 0
+        self.first_failed = 0.0
+        self.ok_at = float("-inf")
+
+    def failed(self, seq: int, now: float) -> int:
+        """Record a failed write starting at entry `seq`; return how many in a row started there."""
+        if seq != self.seq:
+            self.seq, self.streak, self.first_failed = seq, 0, now
+        self.streak += 1
+        return self.streak
+
+    def succeeded(self, now: float, clear: bool) -> None:
+        """Record an accepted write (`clear`: it included the head, so the streak ends)."""
+        self.ok_at = now
+        if clear:
+            self.seq, self.streak = -1, 0
+
+    def proven(self) -> bool:
+        """Whether the sink accepted another entry after the head was first refused."""
+        return self.ok_at > self.first_failed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 from collections.abc import Sequence
 
@@ -25,12 +26,16 @@ __all__ = ["MqttFeedSink", "topic_level"]
 
 log = logging.getLogger("citygw.feed")
 
-_UNSAFE = str.maketrans({"/": "_", "+": "_", "#": "_", "\x00": "_"})
+# What may not stand in one topic level: the separator and wildcards, and what MQTT forbids in any UTF-8 string
+# (Mosquitto drops the connection as a "malformed packet"): C0 and C1 control characters including DEL, UTF-16
+# surrogates (a str decoded with surrogateescape holds them) and the Unicode non-characters.
+_NONCHARACTERS = "".join(chr(plane << 16 | low) for plane in range(17) for low in (0xFFFE, 0xFFFF))
+_UNSAFE = re.compile("[/+#\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef" + _NONCHARACTERS + "]")
 
 
 def topic_level(text: str) -> str:
-    """Make a value safe as one topic level (no separators or wildcards)."""
-    return text.translate(_UNSAFE) or "_"
+    """Make a value safe as one topic level: separators, wildcards and characters MQTT forbids become '_'."""
+    return _UNSAFE.sub("_", text) or "_"
 
 
 class MqttFeedSink:
