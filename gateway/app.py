@@ -24,6 +24,7 @@ from gateway.sinks.base import Delivery, Sink
 from gateway.sinks.influx import InfluxV1Sink, InfluxV2Sink
 from gateway.sinks.local_store import LocalStoreSink
 from gateway.sinks.mqtt_feed import MqttFeedSink
+from gateway.sinks.sensorthings import build_sensorthings_sinks
 from gateway.status import StatusServer
 from ingest.mqtt_bulk import BulkMqttSource
 from ingest.mqtt_client import MqttOptions
@@ -112,6 +113,7 @@ class Gateway:
                 sinks.append(InfluxV2Sink(
                     name, cfg.url, cfg.org, cfg.bucket, read_secret(cfg.token_env, cfg.token_file, "influx.token"),
                     gzip_body=cfg.gzip, timeout_s=cfg.timeout, ca_file=cfg.ca_file, verify_tls=cfg.verify_tls))
+        sinks.extend(build_sensorthings_sinks(s))
         if s.mqtt.host and s.mqtt.feed.enabled:
             sinks.append(MqttFeedSink("mqtt-feed", self.mqtt_options("feed"), s.feed_prefix, raw=s.mqtt.feed.raw,
                                       qos=s.mqtt.feed.qos))
@@ -124,11 +126,11 @@ class Gateway:
 
     def _batch_size(self, sink: Sink) -> int:
         cfg = self._influx_cfg(sink)
-        return cfg.batch_size if cfg else 1000
+        return cfg.batch_size if cfg else int(getattr(sink, "batch_size", 1000))  # other sinks say their own
 
     def _flush_interval(self, sink: Sink) -> float:
         cfg = self._influx_cfg(sink)
-        return cfg.flush_interval if cfg else 1.0
+        return cfg.flush_interval if cfg else float(getattr(sink, "flush_interval_s", 1.0))
 
     def _build_transports(self) -> list[Any]:
         s = self.settings

@@ -229,6 +229,38 @@ class InfluxSection(_Section):
         return self
 
 
+class SensorThingsSection(_Section):
+    """An OGC SensorThings API v1.1 server (FROST-Server and others): KPI windows become Observations."""
+
+    name: str = ""  # the sink's cursor name; default derived from url
+    url: str  # the service root, e.g. http://host:8080/FROST-Server/v1.1
+    transport: Literal["http", "mqtt"] = "http"  # how Observations go; entities are always made over HTTP
+    username: str = ""  # basic auth, with password_env or password_file
+    password_env: str = ""
+    password_file: Path | None = None
+    token_env: str = ""  # or a bearer token
+    token_file: Path | None = None
+    ca_file: Path | None = None
+    verify_tls: bool = True
+    mqtt_host: str = ""  # transport = "mqtt": the server's broker (default: the url's host)
+    mqtt_port: int = Field(1883, gt=0, lt=65536)
+    mqtt_tls: bool = False
+    kpis: list[str] = []  # KPI names that go out (e.g. ["pm2_5", "us_aqi"]); empty: all
+    windows: list[str] = []  # windows that go out (e.g. ["1h", "1d"]); empty: all
+    batch_size: int = Field(500, gt=0)
+    flush_interval: Duration = 1.0
+    timeout: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _checks(self) -> SensorThingsSection:
+        if not re.match(r"^https?://", self.url):
+            raise ValueError(f"url {self.url!r} must start with http:// or https:// (the service root, e.g. "
+                             "http://host:8080/FROST-Server/v1.1)")
+        if self.username and (self.token_env or self.token_file):
+            raise ValueError("give either username (basic auth) or token_env/token_file (bearer), not both")
+        return self
+
+
 class JournalSection(_Section):
     """The on-disk journal (SQLite WAL)."""
 
@@ -267,6 +299,7 @@ class Settings(_Section):
     devices: list[DeviceConfig] = []
     mqtt: MqttSection = MqttSection()
     influx: list[InfluxSection] = []
+    sensorthings: list[SensorThingsSection] = []
     journal: JournalSection = JournalSection()
     aggregation: AggregationSection = AggregationSection()
     local_store: LocalStoreSection = LocalStoreSection()
@@ -294,6 +327,11 @@ class Settings(_Section):
                              "publish at the broker's root; leave it unset for citygw/<gateway id>")
         if "#" in prefix or "+" in prefix or prefix.startswith("$"):
             raise ValueError(f"mqtt.feed.topic_prefix {prefix!r} must be a plain topic (no wildcards, no $)")
+        if self.sensorthings:  # SensorThings Observations need a Location (their FeatureOfInterest)
+            unplaced = [d.id for d in self.devices if self.device_location(d.id) is None]
+            if unplaced:
+                raise ValueError(f"[[sensorthings]] needs a position for every device; {', '.join(unplaced)} "
+                                 "has none: set lat/lon on the device, or gateway.lat/lon for the whole kit")
         return self
 
     @property
