@@ -16,6 +16,7 @@ from aggregators.windows import WindowEngine, WindowSpec
 from devices.registry import get_kind
 from gateway.clock import ClockWatch
 from gateway.datadir import DataDirLock
+from gateway.feed_meta import birth_info
 from gateway.journal import Journal
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
@@ -23,7 +24,7 @@ from gateway.settings import InfluxSection, Settings, read_secret
 from gateway.sinks.base import Delivery, Sink
 from gateway.sinks.influx import InfluxV1Sink, InfluxV2Sink
 from gateway.sinks.local_store import LocalStoreSink
-from gateway.sinks.mqtt_feed import MqttFeedSink
+from gateway.sinks.mqtt_feed import MqttFeedSink, ReportByException
 from gateway.sinks.sensorthings import build_sensorthings_sinks
 from gateway.status import StatusServer
 from ingest.mqtt_bulk import BulkMqttSource
@@ -115,8 +116,12 @@ class Gateway:
                     gzip_body=cfg.gzip, timeout_s=cfg.timeout, ca_file=cfg.ca_file, verify_tls=cfg.verify_tls))
         sinks.extend(build_sensorthings_sinks(s))
         if s.mqtt.host and s.mqtt.feed.enabled:
-            sinks.append(MqttFeedSink("mqtt-feed", self.mqtt_options("feed"), s.feed_prefix, raw=s.mqtt.feed.raw,
-                                      qos=s.mqtt.feed.qos))
+            feed = s.mqtt.feed
+            sinks.append(MqttFeedSink(
+                "mqtt-feed", self.mqtt_options("feed"), s.feed_prefix, raw=feed.raw, qos=feed.qos,
+                meta=birth_info(s), report=ReportByException(feed.raw_deadband, feed.raw_max_interval),
+                historical_after_s=feed.historical_after, grace_s=s.aggregation.grace,
+                on_suppressed=self.metrics.feed_suppressed.inc))
         if s.local_store_enabled:
             sinks.append(LocalStoreSink("local-store", s.local_store.path or s.gateway.data_dir / "store"))
         return sinks

@@ -170,6 +170,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return run_probe(args.port, args.baud or USUAL_BAUDRATES, args.seconds, args.all_rates)
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Print the live KPIs and status of one or many kits from the broker (gateway/watch.py)."""
+    from gateway.watch import run_watch
+
+    return run_watch(args)
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     """List every device kind and payload format with its link, quantities and units."""
     from devices.registry import KINDS
@@ -346,6 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("devices", help="list device kinds and payload formats")
     p.set_defaults(func=cmd_devices)
+
+    from gateway.watch import add_arguments as watch_arguments
+
+    p = sub.add_parser("watch", help="print the live KPIs and status of one or many kits from an MQTT broker")
+    watch_arguments(p)
+    p.set_defaults(func=cmd_watch)
     return parser
 
 

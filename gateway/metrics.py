@@ -45,6 +45,9 @@ class Metrics:
         self.sink_lag = Gauge("citygw_sink_lag", "Journal entries not yet delivered by a sink", ["sink"],
                               registry=r)
         self.device_up = Gauge("citygw_device_available", "1 when the device answers", ["device"], registry=r)
+        self.feed_suppressed = Counter("citygw_feed_suppressed", "Raw readings the MQTT feed held back inside "
+                                       "their deadband (report by exception; still journaled and in InfluxDB)",
+                                       registry=r)
         self.clock_jumps = Counter("citygw_clock_jumps", "Wall-clock jumps detected", registry=r)
         self.mqtt_connected = Gauge("citygw_mqtt_connected", "1 while connected to the broker", ["client"],
                                     registry=r)

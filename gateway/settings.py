@@ -162,6 +162,11 @@ class MqttRoute(Coordinates):
         return value
 
 
+def _every_quantity(value: Any) -> Any:
+    """A single duration applies to every quantity: it is stored under the key "*"."""
+    return {"*": value} if isinstance(value, str | int | float) else value
+
+
 class FeedSection(_Section):
     """The live indicator feed published to the broker."""
 
@@ -169,6 +174,34 @@ class FeedSection(_Section):
     topic_prefix: str = ""  # default citygw/<gateway id>; everything the gateway publishes is under it
     raw: bool = False  # also publish every raw reading (not retained)
     qos: Literal[0, 1] = 1
+    # Report by exception for the raw feed (docs/feeds.md): a quantity with a deadband is published only when it
+    # moved by more than the deadband since its last published reading, or after raw_max_interval (heartbeat).
+    raw_deadband: dict[str, Annotated[float, Field(ge=0)]] = {}
+    # One duration for every quantity with a deadband ("5m"), or a table per quantity ({ pm2_5 = "1m" }).
+    raw_max_interval: Annotated[dict[str, Duration], BeforeValidator(_every_quantity)] = {}
+    # A point is flagged "historical" when it is sent this long after it could first have been sent.
+    historical_after: Duration = 60.0
+
+    @field_validator("raw_deadband", "raw_max_interval")
+    @classmethod
+    def _known_quantities(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from devices.vocabulary import QUANTITIES
+
+        unknown = sorted(k for k in value if k != "*" and k not in QUANTITIES)
+        if unknown:
+            raise ValueError(f"unknown quantit{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}: use the "
+                             "names `citygw devices` lists (pm2_5, noise_laeq, …)")
+        return value
+
+    @model_validator(mode="after")
+    def _heartbeat_needs_deadband(self) -> FeedSection:
+        idle = sorted(q for q in self.raw_max_interval if q != "*" and q not in self.raw_deadband
+                      and "*" not in self.raw_deadband)
+        if idle:
+            raise ValueError(f"raw_max_interval for {', '.join(idle)} has no effect without a deadband: add "
+                             f"raw_deadband = {{ {idle[0]} = 0 }} (0 = publish on any change)")
+        return self
+
 
 
 class MqttSection(_Section):

@@ -87,7 +87,10 @@ class Delivery:
         self._refusals = _Refusals()
 
     def start(self) -> None:
-        """Start the delivery thread."""
+        """Start the sink (connections are opened here, not at construction) and the delivery thread."""
+        start = getattr(self.sink, "start", None)  # optional: sinks without a connection of their own have none
+        if callable(start):
+            start()
         self._thread = threading.Thread(target=self._run, name=f"citygw-sink-{self.sink.name}", daemon=True)
         self._thread.start()
 

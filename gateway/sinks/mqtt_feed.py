@@ -1,9 +1,11 @@
 """The live indicator feed: KPI points as retained JSON under the gateway's own topic prefix.
 
-Topic tree (documented in README.md):
+Topic tree (README.md; payloads in docs/feeds.md, JSON Schemas in schemas/feed/):
   <prefix>/status                                   "online" / "offline" (retained; "offline" is the last will)
+  <prefix>/meta                                     birth information: version, devices, windows (retained JSON)
   <prefix>/kpi/<device_id>/<name>/<window>          latest KPI point (retained, QoS 1)
-  <prefix>/reading/<device_id>/<quantity>           every raw reading (not retained; only when feed.raw = true)
+  <prefix>/reading/<device_id>/<quantity>           raw readings (not retained; only when feed.raw = true),
+                                                    by exception when the quantity has a deadband
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import contextlib
 import logging
 import re
 import threading
-from collections.abc import Sequence
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -22,7 +27,7 @@ from gateway.sinks.base import Action, SinkError
 from gateway.sinks.local_store import entry_dict
 from ingest.mqtt_client import MqttOptions, build_client, connect_properties, set_nodelay
 
-__all__ = ["MqttFeedSink", "topic_level"]
+__all__ = ["MqttFeedSink", "ReportByException", "topic_level"]
 
 log = logging.getLogger("citygw.feed")
 
@@ -38,11 +43,76 @@ def topic_level(text: str) -> str:
     return _UNSAFE.sub("_", text) or "_"
 
 
+_Series = tuple[str, str]  # (device_id, quantity): one raw topic
+_Last = tuple[float, int, str]  # value, event time (ns) and quality of the series' last published reading
+
+
+class ReportByException:
+    """Which raw readings the feed publishes: ThingsBoard's ON_CHANGE_OR_REPORT_PERIOD, per quantity.
+
+    A quantity with a deadband (the key "*" covers every quantity) is published when its value moved by more
+    than the deadband since the series' last published reading, when its quality changed, or when its event
+    time is `max_interval` or more after that reading (the heartbeat). Quantities without a deadband are
+    always published. State is kept for at most `max_series` series (least recently seen evicted: its next
+    reading is published), so memory stays bounded whatever devices appear.
+    """
+
+    def __init__(self, deadband: Mapping[str, float], max_interval_s: Mapping[str, float],
+                 max_series: int = 10_000) -> None:
+        self.deadband = dict(deadband)
+        self.max_interval_ns = {q: int(s * 1e9) for q, s in max_interval_s.items()}
+        self.max_series = max_series
+        self._last: OrderedDict[_Series, _Last] = OrderedDict()
+        self.suppressed = 0  # readings not published because they stayed inside their deadband
+
+    @property
+    def active(self) -> bool:
+        """Whether any quantity is reported by exception."""
+        return bool(self.deadband)
+
+    def select(self, entries: Sequence[Entry]) -> tuple[list[Entry], dict[_Series, _Last], int]:
+        """The entries to publish, the state to remember once they are acknowledged, and how many were held back."""
+        out: list[Entry] = []
+        pending: dict[_Series, _Last] = {}
+        held = 0
+        for e in entries:
+            band = self.deadband.get(e.quantity, self.deadband.get("*")) if e.kind != KIND_KPI else None
+            if band is None:
+                out.append(e)
+                continue
+            key = (e.device_id, e.quantity)
+            last = pending.get(key) or self._last.get(key)
+            heartbeat = self.max_interval_ns.get(e.quantity, self.max_interval_ns.get("*"))
+            if (last is None or abs(e.value - last[0]) > band or e.quality != last[2]
+                    or (heartbeat is not None and e.ts - last[1] >= heartbeat)):
+                out.append(e)
+                pending[key] = (e.value, e.ts, e.quality)
+            else:
+                held += 1
+        return out, pending, held
+
+    def commit(self, pending: Mapping[_Series, _Last], held: int) -> None:
+        """Remember what was published (call only after the broker acknowledged it)."""
+        for key, last in pending.items():
+            self._last[key] = last
+            self._last.move_to_end(key)
+        while len(self._last) > self.max_series:
+            self._last.popitem(last=False)
+        self.suppressed += held
+
+
 class MqttFeedSink:
-    """Publishes through its own connection, with a last will that marks the gateway offline."""
+    """Publishes through its own connection, with a last will that marks the gateway offline.
+
+    Nothing touches the network before `start()` (or the first write): constructing the sink only configures
+    the client. On every connection it publishes the retained birth information (`meta`), then `online`.
+    """
 
     def __init__(self, name: str, opts: MqttOptions, prefix: str, raw: bool = False, qos: int = 1,
-                 publish_timeout_s: float = 10.0) -> None:
+                 publish_timeout_s: float = 10.0, meta: Mapping[str, Any] | None = None,
+                 report: ReportByException | None = None, historical_after_s: float = 60.0,
+                 grace_s: float = 0.0, clock_ns: Callable[[], int] = time.time_ns,
+                 on_suppressed: Callable[[int], None] | None = None) -> None:
         self.name = name
         self.prefix = prefix.rstrip("/")
         self.raw = raw
@@ -50,14 +120,30 @@ class MqttFeedSink:
         self.qos = qos
         self.publish_timeout_s = publish_timeout_s
         self.status_topic = f"{self.prefix}/status"
+        self.meta_topic = f"{self.prefix}/meta"
+        self.meta = dict(meta) if meta is not None else None
+        self.report = report or ReportByException({}, {})
+        self.historical_after_ns = int(historical_after_s * 1e9)
+        self.grace_ns = int(grace_s * 1e9)
+        self.clock_ns = clock_ns
+        self.on_suppressed = on_suppressed
         self._opts = opts
         self._connected = threading.Event()
+        self._started = False
+        self._start_lock = threading.Lock()
         self.client = build_client(opts)
         self.client.will_set(self.status_topic, b"offline", qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
-        self.client.connect_async(opts.host, opts.port, keepalive=opts.keepalive, clean_start=False,
-                                  properties=connect_properties(opts))
+
+    def start(self) -> None:
+        """Connect in the background (paho's network thread reconnects forever with backoff)."""
+        with self._start_lock:
+            if self._started:
+                return
+            self._started = True
+        self.client.connect_async(self._opts.host, self._opts.port, keepalive=self._opts.keepalive,
+                                  clean_start=False, properties=connect_properties(self._opts))
         self.client.loop_start()
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: mqtt.ReasonCode,
@@ -66,6 +152,8 @@ class MqttFeedSink:
             log.error("feed: broker refused the connection: %s", reason)
             return
         set_nodelay(client)
+        if self.meta is not None:  # before "online", so a subscriber that sees the kit online can describe it
+            client.publish(self.meta_topic, orjson.dumps(self.meta), qos=1, retain=True)
         client.publish(self.status_topic, b"online", qos=1, retain=True)
         self._connected.set()
 
@@ -84,18 +172,39 @@ class MqttFeedSink:
             raise SinkError(Action.DROP, f"topic {topic!r} is outside the feed prefix")
         return topic
 
+    def historical(self, e: Entry, now_ns: int) -> bool:
+        """Whether the entry is sent more than `historical_after` after it could first have been sent.
+
+        A KPI point can be sent once its window closed (window end + grace), a raw reading at its event time.
+        """
+        if e.kind == KIND_KPI:
+            extra = e.extra or {}
+            ready = int(extra.get("end_ns") or e.ts) + self.grace_ns
+        else:
+            ready = e.ts
+        return now_ns - ready > self.historical_after_ns
+
+    def payload(self, e: Entry, now_ns: int) -> dict[str, Any]:
+        """The JSON object published for an entry (schemas/feed/kpi.schema.json, reading.schema.json)."""
+        out = entry_dict(e)
+        out["historical"] = self.historical(e, now_ns)
+        return out
+
     def body(self, entry: Entry) -> str:
         """The JSON payload."""
-        return orjson.dumps(entry_dict(entry)).decode()
+        return orjson.dumps(self.payload(entry, self.clock_ns())).decode()
 
     def write(self, entries: Sequence[Entry]) -> None:
         """Publish the batch and wait for every PUBACK before reporting success."""
+        self.start()
         if not self._connected.wait(timeout=self.publish_timeout_s):
             raise SinkError(Action.RETRY, f"not connected to the MQTT broker {self._opts.host}:{self._opts.port}")
+        chosen, pending, held = self.report.select(entries)
+        now = self.clock_ns()
         infos = []
-        for e in entries:
+        for e in chosen:
             retain = e.kind == KIND_KPI
-            infos.append(self.client.publish(self.topic_for(e), orjson.dumps(entry_dict(e)), qos=self.qos,
+            infos.append(self.client.publish(self.topic_for(e), orjson.dumps(self.payload(e, now)), qos=self.qos,
                                              retain=retain))
         for info in infos:
             if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
@@ -106,9 +215,14 @@ class MqttFeedSink:
                 raise SinkError(Action.RETRY, f"publish not acknowledged: {exc}") from None
             if not info.is_published():
                 raise SinkError(Action.RETRY, "broker did not acknowledge the publish in time")
+        self.report.commit(pending, held)
+        if held and self.on_suppressed is not None:
+            self.on_suppressed(held)
 
     def close(self) -> None:
         """Mark the gateway offline (a clean stop does not fire the last will), then disconnect."""
+        if not self._started:
+            return
         if self._connected.is_set():
             info = self.client.publish(self.status_topic, b"offline", qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
