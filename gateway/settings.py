@@ -294,6 +294,41 @@ class SensorThingsSection(_Section):
         return self
 
 
+class NgsiLdSection(_Section):
+    """An NGSI-LD context broker (Orion-LD, Stellio, Scorpio): KPI windows become Smart Data Models entities."""
+
+    name: str = ""  # the sink's cursor name; default derived from url and tenant
+    url: str  # the broker's base URL, e.g. http://orion:1026 (the sink appends /ngsi-ld/v1/...)
+    tenant: str = ""  # sent as NGSILD-Tenant
+    token_env: str = ""  # Bearer token from an environment variable or a file
+    token_file: Path | None = None
+    ca_file: Path | None = None
+    verify_tls: bool = True
+    # The @context list every entity carries; empty: its Smart Data Models context(s), citygw's terms, the core.
+    context: list[str] = []
+    entity_prefix: str = "urn:ngsi-ld:"
+    kpis: list[str] = []  # KPI names that go out (e.g. ["pm2_5", "us_aqi"]); empty: every mapped name
+    windows: list[str] = []  # windows that go out (e.g. ["1h", "1d"]); empty: all
+    batch_size: int = Field(100, gt=0)  # KPI points per batch; also the most entities in one upsert request
+    flush_interval: Duration = 1.0
+    timeout: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _checks(self) -> NgsiLdSection:
+        from gateway.sinks.ngsi_ld_mapping import RULES
+
+        if not re.match(r"^https?://", self.url):
+            raise ValueError(f"url {self.url!r} must start with http:// or https:// (the broker's base URL, e.g. "
+                             "http://orion:1026)")
+        unknown = sorted(set(self.kpis) - set(RULES))
+        if unknown:
+            raise ValueError(f"kpis {', '.join(unknown)} have no NGSI-LD mapping; mapped: {', '.join(sorted(RULES))}"
+                             " (docs/feeds.md, NGSI-LD)")
+        if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", self.entity_prefix):
+            raise ValueError(f"entity_prefix {self.entity_prefix!r} must start a URI, e.g. \"urn:ngsi-ld:\"")
+        return self
+
+
 class JournalSection(_Section):
     """The on-disk journal (SQLite WAL)."""
 
@@ -333,6 +368,7 @@ class Settings(_Section):
     mqtt: MqttSection = MqttSection()
     influx: list[InfluxSection] = []
     sensorthings: list[SensorThingsSection] = []
+    ngsi_ld: list[NgsiLdSection] = []
     journal: JournalSection = JournalSection()
     aggregation: AggregationSection = AggregationSection()
     local_store: LocalStoreSection = LocalStoreSection()
