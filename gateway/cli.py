@@ -6,10 +6,11 @@ import argparse
 import ctypes
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ import orjson
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+    from gateway.settings import Settings
 
 __all__ = ["main"]
 
@@ -26,13 +28,14 @@ def _setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
 
 
-def _wait_for_signal(gateway: Gateway, duration: float | None) -> None:
+def _wait_for_signal(gateway: Gateway, duration: float | None, on_tick: Callable[[], None] = lambda: None) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     deadline = time.monotonic() + duration if duration else None
     while not stop.wait(1.0):
         gateway.tick()
+        on_tick()
         if deadline is not None and time.monotonic() >= deadline:
             break
 
@@ -79,11 +82,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{args.config}: cannot open {exc.filename or 'the data directory'}: {exc.strerror} "
               "(check gateway.data_dir and journal.path)", file=sys.stderr)
         return 1
+    from gateway.fieldcmds import stop_summary
+    from gateway.sd_notify import Notifier, Watchdog
+
     gateway.start()
+    notifier = Notifier()  # systemd Type=notify: READY once started, the watchdog while ingest moves
+    notifier.send("READY=1", f"STATUS=running: {len(settings.devices)} device(s), {len(gateway.sinks)} sink(s)")
+    watchdog = Watchdog(notifier, lambda: gateway.pipeline.loop_at)
     try:
-        _wait_for_signal(gateway, args.duration)
+        _wait_for_signal(gateway, args.duration, watchdog.tick)
     finally:
+        notifier.send("STOPPING=1")
         gateway.stop()
+        logging.getLogger("citygw").info(
+            "%s", stop_summary(settings, gateway.pipeline.accepted, gateway.pipeline.rejected_count))
+        notifier.close()
     return 0
 
 
@@ -175,6 +188,83 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from gateway.watch import run_watch
 
     return run_watch(args)
+
+
+def _field_settings(args: argparse.Namespace) -> Settings | None:
+    from gateway.settings import ConfigError, load_settings
+
+    try:
+        return load_settings(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    """Print a running gateway's readings as they are journaled (gateway/fieldcmds.py)."""
+    from gateway.fieldcmds import tail
+
+    settings = _field_settings(args)
+    if settings is None:
+        return 1
+    try:
+        return tail(settings, args.device, args.quantity, last=args.last, duration=args.duration,
+                    count=args.count, kpis=not args.no_kpis)
+    except (FileNotFoundError, sqlite3.Error) as exc:
+        print(f"cannot read the journal: {exc} (run as the gateway's user: sudo -u citygw citygw tail …)",
+              file=sys.stderr)
+        return 1
+
+
+def cmd_backlog(args: argparse.Namespace) -> int:
+    """Per sink: entries waiting and the oldest one's age; the dead letters (gateway/fieldcmds.py)."""
+    from gateway.fieldcmds import print_backlog, requeue_dead_letters
+
+    settings = _field_settings(args)
+    if settings is None:
+        return 1
+    try:
+        if args.requeue is not None:
+            return requeue_dead_letters(settings, args.requeue or None)
+        return print_backlog(settings)
+    except (FileNotFoundError, sqlite3.Error) as exc:
+        print(f"cannot read the journal: {exc} (run as the gateway's user: sudo -u citygw citygw backlog …)",
+              file=sys.stderr)
+        return 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write raw readings and KPI points of a period as CSV (gateway/fieldcmds.py)."""
+    from gateway.fieldcmds import export_csv, parse_when
+
+    settings = _field_settings(args)
+    if settings is None:
+        return 1
+    try:
+        start = parse_when(args.start, settings.gateway.timezone)
+        end = parse_when(args.end, settings.gateway.timezone)
+    except ValueError as exc:
+        print(f"--from/--to: {exc}", file=sys.stderr)
+        return 2
+    kinds = ("reading",) if args.readings_only else ("kpi",) if args.kpis_only else ("reading", "kpi")
+    try:
+        if args.out and args.out != "-":
+            with open(args.out, "w", newline="", encoding="utf-8") as fh:
+                n = export_csv(settings, start, end, args.device or (), fh, kinds)
+        else:
+            n = export_csv(settings, start, end, args.device or (), sys.stdout, kinds)
+    except (FileNotFoundError, sqlite3.Error) as exc:
+        print(f"cannot read the journal: {exc}", file=sys.stderr)
+        return 1
+    print(f"{n} row(s) exported", file=sys.stderr)
+    return 0
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    """Install citygw as a systemd service (gateway/service.py)."""
+    from gateway.service import run_service_command
+
+    return run_service_command(args)
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -350,6 +440,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=2.5, help="listen this long per baud rate")
     p.add_argument("--all-rates", action="store_true", help="keep trying after a rate at which something speaks")
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("tail", help="print a running gateway's readings live (from its journal)")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--device", default=None, help="only this device id")
+    p.add_argument("--quantity", default=None, help="only this quantity (or KPI name)")
+    p.add_argument("--last", type=int, default=10, help="first show this many recent entries (0: none)")
+    p.add_argument("--no-kpis", action="store_true", help="raw readings only")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--count", type=int, default=None, help="stop after this many new entries")
+    p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("backlog", help="per sink: entries waiting, oldest age; dead letters")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--requeue", nargs="?", const="", default=None, metavar="SINK",
+                   help="send the dead letters (of SINK, default all) again, after fixing their cause")
+    p.set_defaults(func=cmd_backlog)
+
+    p = sub.add_parser("export", help="raw readings and KPI points of a period as CSV")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--from", dest="start", required=True, help="first day or moment (local time), e.g. 2026-11-01")
+    p.add_argument("--to", dest="end", required=True, help="end, exclusive (local time), e.g. 2026-12-01")
+    p.add_argument("--device", action="append", default=None, help="only this device id (repeatable)")
+    p.add_argument("--out", "-o", default=None, help="write to this file (default: standard output)")
+    kinds = p.add_mutually_exclusive_group()
+    kinds.add_argument("--readings-only", action="store_true")
+    kinds.add_argument("--kpis-only", action="store_true")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("service", help="install citygw as a systemd service (user, directories, unit)")
+    from gateway.service import add_arguments as service_arguments
+
+    service_arguments(p)
+    p.set_defaults(func=cmd_service)
 
     p = sub.add_parser("devices", help="list device kinds and payload formats")
     p.set_defaults(func=cmd_devices)

@@ -304,6 +304,8 @@ class Journal:
             with self._lock:
                 cur = self._db.execute(
                     "DELETE FROM entries WHERE seq IN (SELECT seq FROM entries WHERE seq <= ? AND (kind=1 OR ts < ?)"
+                    # dead-lettered entries stay until `citygw backlog --requeue` sends them again (or the cap)
+                    " AND seq NOT IN (SELECT seq FROM dead_letters)"
                     " ORDER BY seq LIMIT ?)", (floor, keep_readings_since_ns, chunk))
             deleted += int(cur.rowcount)
             if cur.rowcount < chunk:

@@ -75,6 +75,7 @@ class Pipeline:
         self._device_up: dict[str, bool] = {}
         self.accepted = 0
         self.rejected_count = 0
+        self.loop_at = time.monotonic()  # when the ingest loop last finished an iteration
 
     # -- Emitter (any thread) ------------------------------------------------------------------------------
 
@@ -199,6 +200,7 @@ class Pipeline:
             elif self._stop.is_set():
                 break
             self.tick()
+            self.loop_at = time.monotonic()  # the systemd watchdog is fed while this moves
 
     def _housekeeping_loop(self) -> None:
         # Its own connection and thread: checkpoints, trimming and the disk cap never stall ingest commits

@@ -19,7 +19,7 @@ cd "$ROOT"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.citygw-installed"
 APT_PACKAGES=(python3 python3-venv python3-pip mosquitto mosquitto-clients influxdb victoria-metrics openssl
-    nats-server chromium chromium-driver)
+    nats-server chromium chromium-driver systemd)  # systemd: systemd-analyze verify of the shipped unit
 # Node tools for the tests (not for running citygw): Prism, the validating OpenAPI mock server that checks the
 # NGSI-LD sink's requests against the ETSI spec.
 NODE_TOOLS="$ROOT/.tools/node"
