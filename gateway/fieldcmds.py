@@ -123,8 +123,9 @@ class JournalReader:
 # -- backlog ------------------------------------------------------------------------------------------------
 
 
-def print_backlog(settings: Settings, out: TextIO = sys.stdout, show_bodies: bool = True) -> int:
+def print_backlog(settings: Settings, out: TextIO | None = None, show_bodies: bool = True) -> int:
     """Per sink: entries waiting and the oldest one's age; then every dead letter with its reason."""
+    out = out or sys.stdout
     reader = JournalReader(settings.journal_path)
     now = time.time_ns()
     try:
@@ -148,13 +149,14 @@ def print_backlog(settings: Settings, out: TextIO = sys.stdout, show_bodies: boo
     return 0
 
 
-def requeue_dead_letters(settings: Settings, sink: str | None = None, out: TextIO = sys.stdout) -> int:
+def requeue_dead_letters(settings: Settings, sink: str | None = None, out: TextIO | None = None) -> int:
     """Append the dead-lettered entries (of `sink`, or all) to the journal again and forget the dead letters.
 
     The copies get new sequence numbers, so every sink receives them again: InfluxDB overwrites an identical
     point, the local store may hold a line twice (`citygw export` writes it once). Works beside a running
     gateway (SQLite serialises the writers); its sinks pick the copies up within their flush interval.
     """
+    out = out or sys.stdout
     path = settings.journal_path
     if not path.exists():
         raise FileNotFoundError(f"no journal at {path}")
@@ -202,9 +204,10 @@ def _format_row(row: tuple[Any, ...]) -> str:
 
 
 def tail(settings: Settings, device: str | None = None, quantity: str | None = None, last: int = 10,
-         duration: float | None = None, count: int | None = None, kpis: bool = True, out: TextIO = sys.stdout,
+         duration: float | None = None, count: int | None = None, kpis: bool = True, out: TextIO | None = None,
          poll_s: float = 0.5) -> int:
     """Print readings (and KPI points) as the gateway journals them, filtered by device and quantity."""
+    out = out or sys.stdout
     reader = JournalReader(settings.journal_path)
     shown = 0
 
@@ -302,12 +305,13 @@ def _journal_row(r: tuple[Any, ...]) -> list[Any]:
 
 
 def export_csv(settings: Settings, start_ns: int, end_ns: int, devices: Sequence[str] = (),
-               out: TextIO = sys.stdout, kinds: Sequence[str] = ("reading", "kpi")) -> int:
+               out: TextIO | None = None, kinds: Sequence[str] = ("reading", "kpi")) -> int:
     """Write readings and KPI points with event time in [start, end) as CSV; return the number of rows.
 
     Both the local store (history, when it runs) and the journal (what is not yet trimmed) are read; an entry
     found in both is written once.
     """
+    out = out or sys.stdout
     rows: dict[tuple[Any, ...], list[Any]] = {}
     store = settings.local_store.path or settings.gateway.data_dir / "store"
     if store.is_dir():

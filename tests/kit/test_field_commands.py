@@ -1,0 +1,178 @@
+"""Commands for the field: `citygw tail`, `backlog` (with dead letters and `--requeue`), `export`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from aggregators.kpi import KpiPoint
+from devices.reading import Reading
+from gateway.app import Gateway
+from gateway.cli import main
+from gateway.fieldcmds import JournalReader, export_csv, parse_when, print_backlog, requeue_dead_letters
+from gateway.journal import Journal
+from gateway.settings import Settings, load_settings
+from gateway.sinks.local_store import LocalStoreSink
+from simulators.pms5003 import Pms5003Simulator
+from simulators.sds011 import Sds011Simulator
+from tests.servers import InfluxV1, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _settings(tmp_path: Path, text: str = "") -> tuple[Settings, Path]:
+    path = tmp_path / "kit.toml"
+    path.write_text(f'[gateway]\nid = "t"\ndata_dir = "{tmp_path}/data"\nstatus_listen = ""\n\n' + text)
+    return load_settings(path, env={}), path
+
+
+def _wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_tail_prints_live_readings_of_one_device_and_quantity(tmp_path: Path) -> None:
+    with Pms5003Simulator(seed=1, period_s=0.3) as pm, Sds011Simulator(seed=2, period_s=0.3) as sds:
+        settings, path = _settings(tmp_path, f'[[devices]]\nid = "pm1"\nkind = "pms5003"\nport = "{pm.port}"\n\n'
+                                             f'[[devices]]\nid = "dust2"\nkind = "sds011"\nport = "{sds.port}"\n')
+        gateway = Gateway(settings)
+        gateway.start()
+        try:
+            _wait(lambda: settings.journal_path.exists(), 30, "the journal")
+            proc = subprocess.run(
+                [sys.executable, "-m", "gateway.cli", "tail", "-c", str(path), "--device", "dust2", "--quantity",
+                 "pm10", "--last", "0", "--count", "3", "--duration", "60"],
+                capture_output=True, text=True, timeout=120, cwd=REPO)
+        finally:
+            gateway.stop()
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 3
+    for line in lines:
+        stamp, device, quantity, eq, value, unit = line.split()
+        assert device == "dust2" and quantity == "pm10" and eq == "=" and unit == "ug/m3"
+        assert float(value) >= 0
+        assert abs(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() - time.time()) < 120
+
+
+def test_backlog_of_an_unreachable_sink(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings, path = _settings(
+        tmp_path, f'[[influx]]\napi = "v1"\nurl = "http://127.0.0.1:{free_port()}"\ndatabase = "d"\n')
+    gateway = Gateway(settings)
+    gateway.start()
+    try:
+        now = time.time_ns()
+        gateway.pipeline.readings([Reading("pm1", "pm2_5", float(i), "ug/m3", now - (10 - i) * 10**9)
+                                   for i in range(5)])
+        _wait(lambda: gateway.pipeline.accepted == 5, 30, "5 readings journaled")
+    finally:
+        gateway.stop()
+    assert main(["backlog", "-c", str(path)]) == 0
+    out = capsys.readouterr().out
+    name = f"influx-v1:http://127.0.0.1:{settings.influx[0].url.rsplit(':', 1)[1]}/d"
+    assert f"sink {name}: 5 entries waiting, oldest from " in out and " s ago); 0 dead letter(s)" in out
+
+
+def test_dead_letter_listed_then_requeued_after_fixing_the_cause(tmp_path: Path, influx_v1: InfluxV1) -> None:
+    db = f"field_{uuid.uuid4().hex[:8]}"
+    influx_v1.create_database(db)
+    now = time.time_ns()
+    # The cause: `value` already holds strings in this database, so a float is refused (HTTP 400, for good).
+    influx_v1.write(f'reading,device_id=other,quantity=x,unit=y value="text" {now - 10**9}', db=db)
+    settings, path = _settings(tmp_path, f'[[influx]]\napi = "v1"\nurl = "{influx_v1.url}"\ndatabase = "{db}"\n')
+    gateway = Gateway(settings)
+    gateway.start()
+    try:
+        gateway.pipeline.readings([Reading("pm1", "pm2_5", 12.5, "ug/m3", now)])
+
+        def dead() -> list[tuple[str, int, str, str, int]]:
+            reader = JournalReader(settings.journal_path)
+            try:
+                return reader.dead_letters()
+            finally:
+                reader.close()
+
+        letters = _wait(dead, 60, "a dead letter")
+        assert len(letters) == 1 and "field type conflict" in letters[0][2]
+        gateway.pipeline.housekeeping()  # a trim now must keep the dead-lettered entry for a requeue
+        out = io.StringIO()
+        print_backlog(settings, out)
+        text = out.getvalue()
+        assert "1 dead letter(s)" in text and "dead letters (1)" in text and "field type conflict" in text
+        assert "pm2_5" in text and "12.5" in text  # the body: the refused line itself
+
+        influx_v1.drop_database(db)  # the fix: a database without the conflicting field
+        influx_v1.create_database(db)
+        out = io.StringIO()
+        assert requeue_dead_letters(settings, None, out) == 0
+        assert "requeued 1 entry" in out.getvalue()
+        rows = _wait(lambda: influx_v1.query("SELECT value FROM reading WHERE device_id='pm1'", db=db), 60,
+                     "the requeued point in InfluxDB")
+        assert [r["value"] for r in rows] == [12.5]
+    finally:
+        gateway.stop()
+    assert main(["backlog", "-c", str(path)]) == 0
+    assert not dead()
+
+
+def test_export_reads_store_and_journal_once_each(tmp_path: Path) -> None:
+    settings, _ = _settings(tmp_path, '[[devices]]\nid = "pm1"\nkind = "pms5003"\nport = "/dev/null"\n')
+    day1 = parse_when("2026-03-01T10:00", "UTC")
+    day2 = parse_when("2026-03-02T10:00", "UTC")
+    readings = [Reading("pm1", "pm2_5", 5.0, "ug/m3", day1), Reading("pm2", "pm2_5", 7.0, "ug/m3", day1 + 10**9),
+                Reading("pm1", "pm2_5", 6.0, "ug/m3", day2)]
+    kpi = KpiPoint("pm2_5", "pm1", "1h", day1, day1 + 3600 * 10**9, "ug/m3", 5.0, {"count": 1}, valid=False)
+    # Day 1 went through the local store sink (then left the journal); day 2 is still only in the journal.
+    scratch = Journal(tmp_path / "scratch.sqlite")
+    scratch.append(readings[:2], kpis=[kpi])
+    LocalStoreSink("local-store", settings.gateway.data_dir / "store").write(scratch.read_after(0, 100))
+    scratch.close()
+    journal = Journal(settings.journal_path)
+    journal.append(readings[1:])  # pm2's reading is in both: written once
+    journal.close()
+
+    out = io.StringIO()
+    n = export_csv(settings, parse_when("2026-03-01", "UTC"), parse_when("2026-03-03", "UTC"), out=out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert n == 4 == len(rows)
+    assert [(r["type"], r["device_id"], r["name"], float(r["value"])) for r in rows] == [
+        ("kpi", "pm1", "pm2_5", 5.0), ("reading", "pm1", "pm2_5", 5.0), ("reading", "pm2", "pm2_5", 7.0),
+        ("reading", "pm1", "pm2_5", 6.0)]
+    assert rows[0]["window"] == "1h" and rows[0]["valid"] == "False"
+    assert rows[1]["time"] == "2026-03-01T10:00:00.000Z"
+
+    out = io.StringIO()
+    export_csv(settings, parse_when("2026-03-02", "UTC"), parse_when("2026-03-03", "UTC"), ["pm1"], out)
+    assert [r["ts_ns"] for r in csv.DictReader(io.StringIO(out.getvalue()))] == [str(day2)]
+
+
+def test_export_cli_to_a_file_and_bad_dates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings, path = _settings(tmp_path, '[[devices]]\nid = "pm1"\nkind = "pms5003"\nport = "/dev/null"\n')
+    journal = Journal(settings.journal_path)
+    journal.append([Reading("pm1", "co2", 420.0, "ppm", parse_when("2026-05-05T12:00:00+02:00", "UTC"))])
+    journal.close()
+    target = tmp_path / "out.csv"
+    assert main(["export", "-c", str(path), "--from", "2026-05-05", "--to", "2026-05-06", "-o", str(target)]) == 0
+    rows = list(csv.DictReader(target.open()))
+    assert len(rows) == 1 and rows[0]["time"] == "2026-05-05T10:00:00.000Z" and rows[0]["unit"] == "ppm"
+    assert "1 row(s) exported" in capsys.readouterr().err
+    assert main(["export", "-c", str(path), "--from", "yesterday", "--to", "2026-05-06"]) == 2
+    assert "is not a date" in capsys.readouterr().err
+
+
+def test_parse_when_uses_the_gateway_timezone() -> None:
+    utc = datetime(2026, 7, 1, 22, 0, tzinfo=UTC)
+    assert parse_when("2026-07-02", "Europe/Madrid") == int(utc.timestamp()) * 10**9
