@@ -30,13 +30,13 @@ from paho.mqtt.properties import Properties
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
-    "FeedClient", "FeedError", "FeedMessage", "Kpi", "Meta", "MetaDevice", "MetaRoute", "RawReading", "Status",
-    "TlsOptions", "parse_message",
+    "FeedClient", "FeedError", "FeedMessage", "Health", "Kpi", "Meta", "MetaDevice", "MetaRoute", "RawReading",
+    "Status", "TlsOptions", "parse_message",
 ]
 
 log = logging.getLogger("citygw.feed_client")
 
-MessageKind = Literal["kpi", "reading", "status", "meta"]
+MessageKind = Literal["kpi", "reading", "status", "meta", "health"]
 DEFAULT_ROOT = "citygw"  # the default prefix is citygw/<gateway id>
 
 
@@ -97,6 +97,16 @@ class Status(_FromTopic):
         return self.state == "online"
 
 
+class Health(_FromTopic):
+    """The kit's health verdict (schemas/feed/health.schema.json), as the status page's /healthz gives it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    healthy: bool
+    reasons: list[str]
+    at: float  # Unix time, seconds
+
+
 class Location(BaseModel):
     """WGS 84 position."""
 
@@ -155,7 +165,7 @@ class Meta(BaseModel):
     feed: FeedOptions
 
 
-Payload = Kpi | RawReading | Status | Meta
+Payload = Kpi | RawReading | Status | Meta | Health
 
 
 class FeedError(ValueError):
@@ -187,7 +197,7 @@ def match_prefix(topic: str, patterns: Sequence[str]) -> tuple[str, MessageKind]
         if len(levels) <= n or any(w not in ("+", got) for w, got in zip(want, levels[:n], strict=False)):
             continue
         rest = levels[n:]
-        if rest in (["status"], ["meta"]):
+        if rest in (["status"], ["meta"], ["health"]):
             return "/".join(levels[:n]), rest[0]  # type: ignore[return-value]
         if rest[0] == "kpi" and len(rest) == 4:
             return "/".join(levels[:n]), "kpi"
@@ -210,7 +220,9 @@ def parse_message(topic: str, payload: bytes, prefix: str, kind: MessageKind, ga
             if kind == "meta":
                 data = Meta.model_validate(obj)
             else:
-                data = (Kpi if kind == "kpi" else RawReading).model_validate(obj)
+                model: type[Kpi | RawReading | Health] = Kpi if kind == "kpi" else (
+                    RawReading if kind == "reading" else Health)
+                data = model.model_validate(obj)
                 data.prefix = prefix
                 data.gateway = gateway
     except UnicodeDecodeError:
@@ -267,8 +279,8 @@ class FeedClient:
         self._client: aiomqtt.Client | None = None
 
     def topics(self) -> list[str]:
-        """The subscriptions: status, meta and KPIs (and raw readings with `raw`) under every prefix."""
-        levels = ["status", "meta", "kpi/+/+/+"] + (["reading/+/+"] if self.raw else [])
+        """The subscriptions: status, meta, health and KPIs (and raw readings with `raw`) under every prefix."""
+        levels = ["status", "meta", "health", "kpi/+/+/+"] + (["reading/+/+"] if self.raw else [])
         return [f"{p}/{level}" for p in self.patterns for level in levels]
 
     def _queue_type(self) -> type[asyncio.Queue[aiomqtt.Message]]:

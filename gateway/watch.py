@@ -79,7 +79,7 @@ def _time(ns: int) -> str:
 
 def describe(msg: FeedMessage, gateway: str) -> str:
     """One human line for a message."""
-    from gateway.feed_client import Kpi, Meta, RawReading, Status
+    from gateway.feed_client import Health, Kpi, Meta, RawReading, Status
 
     d = msg.data
     flags = "".join(f"  [{flag}]" for flag, on in (
@@ -92,6 +92,8 @@ def describe(msg: FeedMessage, gateway: str) -> str:
         return f"{_time(d.ts)}  {gateway}  {d.device_id}  {d.quantity}  raw  {d.value:.6g} {d.unit}{flags}"
     if isinstance(d, Status):
         return f"{gateway}  {d.state}{flags}"
+    if isinstance(d, Health):
+        return f"{gateway}  " + ("healthy" if d.healthy else "UNHEALTHY: " + "; ".join(d.reasons)) + flags
     assert isinstance(d, Meta)
     return (f"{gateway}  meta: citygw {d.version}, {len(d.devices)} device(s), {len(d.routes)} MQTT route(s), "
             f"windows {' '.join(d.windows) or '-'}{flags}")

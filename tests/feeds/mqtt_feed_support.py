@@ -25,7 +25,7 @@ S = 10**9
 def validators() -> dict[str, Draft202012Validator]:
     """One validator per message kind, from the schema files shipped in schemas/feed/."""
     out = {}
-    for kind in ("kpi", "reading", "status", "meta"):
+    for kind in ("kpi", "reading", "status", "meta", "health"):
         schema = json.loads((SCHEMA_DIR / f"{kind}.schema.json").read_text())
         Draft202012Validator.check_schema(schema)
         out[kind] = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
