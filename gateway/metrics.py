@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -31,11 +32,19 @@ class Metrics:
                                 ["device", "reason"], registry=r)
         self.late = Counter("citygw_late_readings", "Readings after their window closed (kept raw only)",
                             registry=r)
+        self.late_window = Counter("citygw_late", "Readings late for a window length (that window of their "
+                                   "device had closed; kept raw, counted here)", ["window"], registry=r)
+        self.clock_offset = Gauge("citygw_device_clock_offset_seconds",
+                                  "Steady offset of a device's event times from receipt (positive: behind), "
+                                  "while reported; 0 once cleared", ["device"], registry=r)
         self.kpi_points = Counter("citygw_kpi_points", "KPI points emitted", ["window"], registry=r)
         self.queue_dropped = Counter("citygw_queue_dropped", "Readings dropped because the ingest queue was full",
                                      registry=r)
         self.journal_dropped = Counter("citygw_journal_dropped",
                                        "Undelivered journal entries dropped at the disk cap", registry=r)
+        self.journal_write_errors = Counter("citygw_journal_write_errors",
+                                            "Failed journal writes, retried (reason: disk_full or other)",
+                                            ["thread", "reason"], registry=r)
         self.queue_depth = Gauge("citygw_queue_depth", "Batches waiting in the ingest queue", registry=r)
         self.journal_bytes = Gauge("citygw_journal_bytes", "Bytes used by the journal", registry=r)
         self.sink_written = Counter("citygw_sink_written", "Entries delivered by a sink", ["sink"], registry=r)
@@ -51,3 +60,33 @@ class Metrics:
         self.clock_jumps = Counter("citygw_clock_jumps", "Wall-clock jumps detected", registry=r)
         self.mqtt_connected = Gauge("citygw_mqtt_connected", "1 while connected to the broker", ["client"],
                                     registry=r)
+        self.mqtt_takeovers = Counter("citygw_mqtt_session_takeovers", "Episodes of another client using our "
+                                      "MQTT client id (the broker throwing one of us off; logged once each)",
+                                      ["client"], registry=r)
+        self.device_last_seen = Gauge("citygw_device_last_seen_timestamp_seconds",
+                                      "Unix time of the device's last accepted reading", ["device"], registry=r)
+        self.sink_oldest_age = Gauge("citygw_sink_oldest_undelivered_seconds",
+                                     "Age of the oldest journal entry a sink has not delivered (0: none)", ["sink"],
+                                     registry=r)
+        self.healthy = Gauge("citygw_healthy", "1 when /healthz answers 200, 0 when it lists problems", registry=r)
+        self.health_problems = Gauge("citygw_health_problems", "Problems /healthz lists", registry=r)
+
+    def declare(self, *, sinks: Iterable[str] = (), devices: Iterable[str] = (),
+                mqtt_clients: Iterable[str] = ()) -> None:
+        """Give every labelled series its first sample at start, so an alert on `== 0` fires before any event.
+
+        A device starts unavailable (no frame yet) and a client disconnected (no CONNACK yet).
+        """
+        self.healthy.set(1)
+        for client in mqtt_clients:
+            self.mqtt_connected.labels(client).set(0)
+        for sink in sinks:
+            self.sink_lag.labels(sink).set(0)
+            self.sink_oldest_age.labels(sink).set(0)
+            self.sink_written.labels(sink)
+            self.sink_dead_letters.labels(sink)
+            for action in ("retry", "split"):
+                self.sink_errors.labels(sink, action)
+        for device in devices:
+            self.device_up.labels(device).set(0)
+            self.readings.labels(device)

@@ -1,8 +1,15 @@
-"""The status page a technician opens on the kit (`/`), its JSON (`/status.json`), `/metrics` and `/healthz`."""
+"""The status server: the page a technician opens on the kit (`/`), `/status.json`, `/metrics` and `/healthz`.
+
+`/healthz` answers 200 `ok` or 503 with a JSON list of reasons. With a token configured every path needs it,
+as `Authorization: Bearer <token>` or HTTP basic auth with the token as password (any user name), so a phone's
+browser can ask for it; a 401 says which. Without a token the server may only listen on loopback (settings).
+"""
 
 from __future__ import annotations
 
-import html
+import base64
+import binascii
+import hmac
 import logging
 import threading
 from collections.abc import Callable
@@ -12,61 +19,75 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-__all__ = ["StatusServer"]
+from gateway.status_page import render_page
+
+__all__ = ["StatusServer", "authorized"]
 
 log = logging.getLogger("citygw.status")
 
 
-def _render(status: dict[str, Any]) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(d['id'])}</td><td>{html.escape(d['kind'])}</td>"
-        f"<td class={'ok' if d['available'] else 'bad'}>{'available' if d['available'] else 'unavailable'}</td>"
-        f"<td>{d['readings']}</td><td>{d['rejected']}</td></tr>"
-        for d in status["devices"]
-    )
-    sinks = "".join(
-        f"<tr><td>{html.escape(s['name'])}</td><td>{s['delivered']}</td><td>{s['lag']}</td>"
-        f"<td>{html.escape(s['last_error'] or '')}</td></tr>"
-        for s in status["sinks"]
-    )
-    kpis = "".join(
-        f"<tr><td>{html.escape(k['device_id'])}</td><td>{html.escape(k['name'])}</td><td>{k['window']}</td>"
-        f"<td>{k['value']:.2f} {html.escape(k['unit'])}</td><td>{'' if k['valid'] else 'incomplete'}</td></tr>"
-        for k in status["latest_kpis"]
-    )
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>citygw {html.escape(status['gateway'])}</title>
-<meta http-equiv="refresh" content="5"><style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px}}
-.ok{{color:green}}.bad{{color:#b00}}</style></head><body>
-<h1>citygw · {html.escape(status['gateway'])}</h1>
-<p>uptime {status['uptime_s']:.0f} s · MQTT {'connected' if status['mqtt_connected'] else 'not connected'}
-· journal {status['journal_bytes'] / 1e6:.1f} MB · clock {html.escape(status['clock'])}</p>
-<h2>Devices</h2><table><tr><th>device</th><th>kind</th><th>state</th><th>readings</th><th>rejected</th></tr>{rows}</table>
-<h2>Sinks</h2><table><tr><th>sink</th><th>delivered</th><th>backlog</th><th>last error</th></tr>{sinks}</table>
-<h2>Latest KPIs</h2><table><tr><th>device</th><th>KPI</th><th>window</th><th>value</th><th></th></tr>{kpis}</table>
-</body></html>"""
+def authorized(header: str | None, token: str) -> bool:
+    """Whether an Authorization header carries the token (Bearer, or basic auth's password)."""
+    if not token:
+        return True
+    if not header:
+        return False
+    scheme, _, credentials = header.partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer":
+        return hmac.compare_digest(credentials.encode(), token.encode())
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return hmac.compare_digest(decoded.partition(":")[2].encode(), token.encode())
+    return False
 
 
 class StatusServer:
     """A small threaded HTTP server on the configured address (loopback by default)."""
 
-    def __init__(self, listen: str, status: Callable[[], dict[str, Any]], registry: CollectorRegistry) -> None:
+    def __init__(self, listen: str, status: Callable[[], dict[str, Any]], registry: CollectorRegistry,
+                 page: Callable[[], str] | None = None, health: Callable[[], list[str]] | None = None,
+                 token: str = "") -> None:
         host, _, port = listen.rpartition(":")
         get_status = status
+        get_page = page or (lambda: render_page(status(), {}))
+        get_health = health or (lambda: [])
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                if self.path == "/metrics":
+                if not authorized(self.headers.get("Authorization"), token):
+                    body = (b"401: this status page needs the token of gateway.status_token_env/status_token_file"
+                            b" (Authorization: Bearer TOKEN, or basic auth with the token as password)\n")
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="citygw", charset="UTF-8"')
+                    self._send_body(body, "text/plain; charset=utf-8")
+                    return
+                status_code = 200
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
                     body, ctype = generate_latest(registry), CONTENT_TYPE_LATEST
-                elif self.path == "/status.json":
+                elif path == "/status.json":
                     body, ctype = orjson.dumps(get_status()), "application/json"
-                elif self.path == "/healthz":
-                    body, ctype = b"ok\n", "text/plain"
-                elif self.path in ("/", "/index.html"):
-                    body, ctype = _render(get_status()).encode(), "text/html; charset=utf-8"
+                elif path == "/healthz":
+                    reasons = get_health()
+                    if reasons:
+                        status_code = 503
+                        body, ctype = orjson.dumps({"healthy": False, "reasons": reasons}), "application/json"
+                    else:
+                        body, ctype = b"ok\n", "text/plain"
+                elif path in ("/", "/index.html"):
+                    body, ctype = get_page().encode(), "text/html; charset=utf-8"
                 else:
                     self.send_error(404)
                     return
-                self.send_response(200)
+                self.send_response(status_code)
+                self.send_header("Cache-Control", "no-store")
+                self._send_body(body, ctype)
+
+            def _send_body(self, body: bytes, ctype: str) -> None:
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -75,7 +96,7 @@ class StatusServer:
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("status: %s", format % args)
 
-        self.server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
+        self.server = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), Handler)
         self.server.daemon_threads = True
         bound_host, bound_port = self.server.server_address[:2]
         self.address = f"{bound_host!s}:{bound_port}"

@@ -1,0 +1,55 @@
+"""Health checks on the data path: each takes the running gateway and returns its problems as sentences.
+
+A problem says what is wrong, for how long, against which limit ([health] in the config), and where to look.
+They join the checks of `gateway/health.py`; `/healthz` answers 503 with every sentence while any is listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from gateway.status_page import explain_error
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+__all__ = ["DATA_PATH_CHECKS", "ingest_stalled", "mqtt_input_down", "sinks_lagging"]
+
+
+def ingest_stalled(gw: Gateway) -> list[str]:
+    """Input is waiting and the ingest thread has committed nothing for longer than the limit."""
+    stalled = gw.pipeline.stalled_s()
+    limit = gw.settings.health.ingest_stall_after
+    if stalled <= limit:
+        return []
+    return [f"ingest: input waiting and nothing committed to the journal for {stalled:.0f} s (limit "
+            f"health.ingest_stall_after = {limit:.0f} s): the journal is stuck (disk full or locked?); see the log"]
+
+
+def mqtt_input_down(gw: Gateway) -> list[str]:
+    """The MQTT input has been disconnected for longer than the limit (since start when never connected)."""
+    down = gw.monitor.mqtt_down_for()
+    limit = gw.settings.health.mqtt_down_after
+    if down is None or down <= limit:
+        return []
+    m = gw.settings.mqtt
+    return [f"mqtt: input not connected to the broker {m.host}:{m.port} for {down:.0f} s (limit "
+            f"health.mqtt_down_after = {limit:.0f} s): check that the broker runs and mqtt.host/port/credentials"]
+
+
+def sinks_lagging(gw: Gateway) -> list[str]:
+    """A sink's oldest undelivered journal entry has waited longer than the limit."""
+    limit = gw.settings.health.sink_lag_after
+    out = []
+    last = gw.monitor.journal.last_seq()  # the monitor's own connection: never waits on a stuck writer
+    for d in gw.deliveries:
+        age = gw.monitor.backlog.age(d.cursor)
+        if age > limit:
+            error = f"; last error: {explain_error(d.last_error)}" if d.failing_since is not None else ""
+            out.append(f"sink {d.sink.name}: oldest undelivered entry waiting {age:.0f} s (limit "
+                       f"health.sink_lag_after = {limit:.0f} s), {max(0, last - d.cursor)} entries behind{error}")
+    return out
+
+
+DATA_PATH_CHECKS: tuple[Callable[[Gateway], list[str]], ...] = (ingest_stalled, mqtt_input_down, sinks_lagging)
