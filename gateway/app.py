@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from gateway.clock import ClockWatch
 from gateway.datadir import DataDirLock
 from gateway.feed_meta import birth_info
 from gateway.journal import Journal
+from gateway.kit_monitor import KitMonitor
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.settings import InfluxSection, Settings, read_secret
@@ -28,6 +28,7 @@ from gateway.sinks.mqtt_feed import MqttFeedSink, ReportByException
 from gateway.sinks.ngsi_ld import build_ngsi_ld_sinks
 from gateway.sinks.sensorthings import build_sensorthings_sinks
 from gateway.status import StatusServer
+from gateway.supervisor import Supervisor
 from ingest.mqtt_bulk import BulkMqttSource
 from ingest.mqtt_client import MqttOptions
 from ingest.mqtt_source import MqttSource, Route
@@ -50,9 +51,10 @@ class Gateway:
         self.settings = settings
         self.clock_ns = clock_ns
         self.metrics = Metrics()
+        # Every owning thread starts through it: a crash is logged, counted and restarted (gateway/supervisor.py).
+        self.supervisor = Supervisor(self.metrics.registry)
         self.clock = ClockWatch(wall_ns=clock_ns)
         self.started_at = time.monotonic()
-        self.latest_kpis: OrderedDict[tuple[str, str, str], KpiPoint] = OrderedDict()
         self.kpi_listeners: list[Callable[[list[KpiPoint]], None]] = []
         s = settings
         # One process per data directory (gateway/datadir.py): released in stop(), when this object is
@@ -66,22 +68,31 @@ class Gateway:
             grace_ns=int(s.aggregation.grace * 1e9),
             timezone=s.gateway.timezone,
         )
+        # Device book, latest KPIs, backlog ages and health for the status page (gateway/kit_monitor.py).
+        self.monitor = KitMonitor(self, engine.specs)
         self.sinks = self._build_sinks()
         self.deliveries = [
             # Cursor writes need no fsync: a cursor lost in a power cut only re-sends entries (InfluxDB
             # overwrites the same points; the local store may repeat lines; see docs/reliability.md).
             Delivery(sink, Journal(s.journal_path, "normal"), self.metrics,
-                     batch_size=self._batch_size(sink), flush_interval_s=self._flush_interval(sink))
+                     batch_size=self._batch_size(sink), flush_interval_s=self._flush_interval(sink),
+                     start_thread=self.supervisor.start)
             for sink in self.sinks
         ]
         self.pipeline = Pipeline(
             self.journal, engine, self.metrics, clock_ns=clock_ns, batch_max=s.journal.batch_max,
+            start_thread=self.supervisor.start,
             sink_names=tuple(sink.name for sink in self.sinks), on_appended=self._wake_sinks,
-            on_kpis=self._on_kpis, derived=DerivedKpis(s.kpis, s.gateway.timezone),
+            on_kpis=self._on_kpis, derived=DerivedKpis(s.kpis, s.gateway.timezone), book=self.monitor.book,
         )
         self.mqtt_source: MqttSource | BulkMqttSource | None = None
         self._mqtt_up = False
         self.transports: list[Any] = self._build_transports()
+        self.monitor.book.report = self.pipeline.device_state  # MQTT devices going silent / heard again
+        self.metrics.declare(
+            sinks=[sink.name for sink in self.sinks], devices=[d.id for d in s.devices],
+            mqtt_clients=(["in"] if self.mqtt_source else []) + (["feed"] if s.mqtt.host and s.mqtt.feed.enabled
+                                                               else []))
         self.status_server: StatusServer | None = None
         self._stopped = threading.Event()
 
@@ -153,7 +164,8 @@ class Gateway:
             transports.append(SerialPortOwner(
                 SerialDevice(d.id, kind, d.port, d.baudrate, d.parity, d.stopbits, d.poll_interval, d.timeout,
                              d.tags, options),
-                self.pipeline, clock_ns=self.clock_ns, silence_s=d.silence_timeout))
+                self.pipeline, clock_ns=self.clock_ns, silence_s=d.silence_timeout,
+                start_thread=self.supervisor.start))
         if modbus_by_port:
             from ingest.modbus_bus import ModbusBus, ModbusDevice  # pymodbus only for kits with Modbus devices
         for port, devices in modbus_by_port.items():
@@ -163,7 +175,8 @@ class Gateway:
                 [ModbusDevice(d.id, d.kind, d.address, d.poll_interval, d.options, d.tags, timeout=d.timeout)
                  for d in devices],
                 self.pipeline, baudrate=first.baudrate, parity=first.parity, stopbits=first.stopbits,
-                timeout=max(d.timeout for d in devices), clock=self.clock_ns))
+                timeout=max(d.timeout for d in devices), clock=self.clock_ns,
+                start_thread=self.supervisor.start))
         if s.mqtt.host and s.mqtt.routes:
             routes = [Route(r.topic, get_kind(r.format), r.device_id, r.qos, r.tags, r.options)
                       for r in s.mqtt.routes]
@@ -171,7 +184,12 @@ class Gateway:
             source_cls = BulkMqttSource if s.mqtt.input_client == "bulk" else MqttSource
             self.mqtt_source = source_cls(
                 self.pipeline, self.mqtt_options("in"), routes, clock_ns=self.clock_ns,
-                on_connection=self._mqtt_input_state)
+                on_connection=self._mqtt_input_state,
+                # What our persistent session subscribed, to unsubscribe routes removed from the config.
+                session_file=s.gateway.data_dir / "mqtt-subscriptions.json",
+                on_takeover=self.metrics.mqtt_takeovers.labels("in").inc)
+            if isinstance(self.mqtt_source, BulkMqttSource):  # paho runs (and guards) its own network thread
+                self.mqtt_source.start_thread = self.supervisor.start
             self.pipeline.input_state(False)  # down until the first connection
             transports.append(self.mqtt_source)
         return transports
@@ -189,8 +207,11 @@ class Gateway:
             t.start()
         if self.settings.gateway.status_listen:
             try:
-                self.status_server = StatusServer(self.settings.gateway.status_listen, self.status,
-                                                  self.metrics.registry)
+                g = self.settings.gateway
+                self.status_server = StatusServer(
+                    g.status_listen, self.status, self.metrics.registry, page=self.monitor.page,
+                    health=self.monitor.health,
+                    token=read_secret(g.status_token_env, g.status_token_file, "gateway.status_token"))
                 self.status_server.start()
                 log.info("status page on http://%s/", self.status_server.address)
             except OSError as exc:
@@ -220,18 +241,21 @@ class Gateway:
             d.journal.close()
         if self.status_server is not None:
             self.status_server.stop()
+        self.monitor.close()
         self.journal.close()
         self.datadir_lock.release()
 
     def tick(self) -> None:
-        """Periodic checks from the main thread: the clock."""
+        """Periodic checks from the main thread (once a second): the clock, device staleness, health."""
         if self.clock.check():
             self.metrics.clock_jumps.inc()
+        self.monitor.tick()
 
     # -- observers -----------------------------------------------------------------------------------------
 
     def _mqtt_input_state(self, up: bool) -> None:
         self.metrics.mqtt_connected.labels("in").set(1 if up else 0)
+        self.monitor.mqtt_state(up)
         if up != self._mqtt_up:
             self._mqtt_up = up
             self.pipeline.input_state(up)
@@ -241,59 +265,11 @@ class Gateway:
             d.wake.set()
 
     def _on_kpis(self, points: list[KpiPoint]) -> None:
-        for p in points:
-            key = (p.device_id, p.name, p.window)
-            self.latest_kpis[key] = p
-            self.latest_kpis.move_to_end(key)
-        while len(self.latest_kpis) > 500:
-            self.latest_kpis.popitem(last=False)
+        self.monitor.board.add(points)
         for listener in self.kpi_listeners:
             listener(points)
 
     def status(self) -> dict[str, Any]:
         """Everything the status page shows (no secrets)."""
-        metrics = self.metrics
-        devices = []
-        device_kinds = {d.id: d.kind for d in self.settings.devices}
-        seen = set(device_kinds)
-        rejected_by_device: dict[str, float] = {}
-        for metric in metrics.rejected.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_total"):
-                    dev = sample.labels["device"]
-                    rejected_by_device[dev] = rejected_by_device.get(dev, 0) + sample.value
-        readings_by_device: dict[str, float] = {}
-        for metric in metrics.readings.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_total"):
-                    readings_by_device[sample.labels["device"]] = sample.value
-        available: dict[str, float] = {}
-        for metric in metrics.device_up.collect():
-            for sample in metric.samples:
-                available[sample.labels["device"]] = sample.value
-        for dev in sorted(seen | set(readings_by_device)):
-            devices.append({"id": dev, "kind": device_kinds.get(dev, "mqtt"),
-                            "available": available.get(dev, 1.0) > 0,
-                            "readings": int(readings_by_device.get(dev, 0)),
-                            "rejected": int(rejected_by_device.get(dev, 0))})
-        last = self.journal.last_seq()
-        sinks = [{"name": d.sink.name, "delivered": d.delivered,
-                  "lag": max(0, last - d.cursor),
-                  "last_error": d.last_error if d.failing_since is not None else ""}
-                 for d in self.deliveries]
-        return {
-            "gateway": self.settings.gateway.id,
-            "uptime_s": time.monotonic() - self.started_at,
-            "mqtt_connected": bool(self.mqtt_source and self.mqtt_source.connected),
-            "journal_bytes": self.journal.used_bytes(),
-            "clock": self.clock.describe(),
-            "accepted": self.pipeline.accepted,
-            "rejected": self.pipeline.rejected_count,
-            "late": self.pipeline.engine.late,
-            "journal_dropped": int(self.journal.get_meta("dropped_undelivered") or 0),
-            "devices": devices,
-            "sinks": sinks,
-            "latest_kpis": [{"device_id": p.device_id, "name": p.name, "window": p.window, "value": p.value,
-                             "unit": p.unit, "valid": p.valid, "start": p.start_ns}
-                            for p in list(self.latest_kpis.values())[-50:]],
-        }
+        # late_by_window, late_by_device, clock_offsets: event-time problems per device (docs/architecture.md)
+        return {**self.monitor.status(), **self.pipeline.time_report()}

@@ -7,10 +7,13 @@ owns the journal's write connection and the window engine, so neither needs lock
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -18,8 +21,11 @@ from aggregators.derived import DerivedKpis
 from aggregators.kpi import KpiPoint
 from aggregators.windows import WindowEngine
 from devices.reading import Reading
-from gateway.journal import Journal
+from gateway.clock import ClockOffsets
+from gateway.device_book import DeviceBook
+from gateway.journal import Journal, WriteFailure
 from gateway.metrics import Metrics, reason_code
+from ingest.base import ThreadStarter, plain_thread
 from ingest.validate import Validator
 
 __all__ = ["Pipeline"]
@@ -46,6 +52,8 @@ class Pipeline:
         on_appended: Callable[[], None] = lambda: None,
         on_kpis: Callable[[list[KpiPoint]], None] = lambda points: None,
         derived: DerivedKpis | None = None,
+        book: DeviceBook | None = None,
+        start_thread: ThreadStarter = plain_thread,
     ) -> None:
         self.journal = journal
         self.engine = engine
@@ -60,6 +68,8 @@ class Pipeline:
         self.on_appended = on_appended
         self.on_kpis = on_kpis
         self.derived = derived
+        self.start_thread = start_thread  # the gateway's supervisor restarts a thread that crashes
+        self.book = book  # per-device last seen, latest values, last rejection (status page, staleness)
         self._queue: deque[tuple[list[Reading], Ack | None]] = deque()
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -75,7 +85,26 @@ class Pipeline:
         self._device_up: dict[str, bool] = {}
         self.accepted = 0
         self.rejected_count = 0
+        self.offsets = ClockOffsets(lambda device, offset_s: metrics.clock_offset.labels(device).set(offset_s))
         self.loop_at = time.monotonic()  # when the ingest loop last finished an iteration
+        # Journal writes that fail (disk full) are retried, never acknowledged meanwhile; these say so once
+        # and feed the health check (gateway/health.py).
+        self.write_failure = WriteFailure(
+            "journal", journal.path, "Nothing is acknowledged meanwhile: MQTT messages stay with the broker, "
+            "serial readings wait in the bounded ingest queue.",
+            lambda reason: metrics.journal_write_errors.labels("ingest", reason).inc())
+        self.housekeeping_failure = WriteFailure(
+            "journal housekeeping on", journal.path, "Checkpoints, trimming and the cap wait.",
+            lambda reason: metrics.journal_write_errors.labels("housekeeping", reason).inc())
+        self.cap_dropped_at: float | None = None  # monotonic time the disk cap last dropped entries
+        self._pending_since = self._committed_at = time.monotonic()
+        self._processing = False
+
+    def stalled_s(self) -> float:
+        """How long input has been waiting with no batch committed since (0 while the queue is empty)."""
+        if not self._queue and not self._processing:
+            return 0.0
+        return time.monotonic() - max(self._pending_since, self._committed_at)
 
     # -- Emitter (any thread) ------------------------------------------------------------------------------
 
@@ -89,6 +118,8 @@ class Pipeline:
                     log.warning("ingest queue full for %.0f s: dropped %d readings (journal too slow?)",
                                 self.put_timeout_s, len(readings))
                     return
+            if not self._queue:
+                self._pending_since = time.monotonic()
             self._queue.append((readings, ack))
             self._cond.notify_all()
 
@@ -97,6 +128,8 @@ class Pipeline:
         code = reason_code(reason)
         self.metrics.rejected.labels(device_id or "unknown", code).inc()
         self.rejected_count += 1
+        if self.book is not None:
+            self.book.rejected(device_id or "unknown", reason)
         key = (device_id, code)
         n = self._log_counts.get(key, 0) + 1
         if len(self._log_counts) < 10_000:
@@ -108,6 +141,8 @@ class Pipeline:
     def device_state(self, device_id: str, available: bool, reason: str = "") -> None:
         """Log a device going away once and coming back once."""
         self.metrics.device_up.labels(device_id).set(1 if available else 0)
+        if self.book is not None:
+            self.book.device_state(device_id, available, reason)
         if self._device_up.get(device_id, True) != available:
             if available:
                 log.info("device %s is available again", device_id)
@@ -127,11 +162,8 @@ class Pipeline:
     def start(self) -> None:
         """Rebuild open windows from the journal, then start the ingest thread."""
         self.rebuild()
-        self._thread = threading.Thread(target=self._run, name="citygw-ingest", daemon=True)
-        self._thread.start()
-        self._housekeeper = threading.Thread(target=self._housekeeping_loop, name="citygw-housekeeping",
-                                             daemon=True)
-        self._housekeeper.start()
+        self._thread = self.start_thread("citygw-ingest", self._run, self._stop)
+        self._housekeeper = self.start_thread("citygw-housekeeping", self._housekeeping_loop, self._stop)
 
     def stop(self) -> None:
         """Drain what is queued, close nothing early (open windows are rebuilt on the next start), join."""
@@ -151,9 +183,10 @@ class Pipeline:
                 self.derived.restore(orjson.loads(state))
         saved = self.journal.get_meta("closed_until")
         if saved:
-            for label, value in orjson.loads(saved).items():
-                if label in self.engine.closed_until:
-                    self.engine.closed_until[label] = int(value)
+            self.engine.restore_floor(orjson.loads(saved))
+        sources = self.journal.get_meta("sources")  # each device's own horizon (per-device watermarks)
+        if sources:
+            self.engine.restore_sources(orjson.loads(sources), self.clock_ns())
         # A window size that never closed a window (a crash in the first minutes, before any KPI point
         # committed a horizon; or a window size added to the config) has a horizon of 0: every reading in
         # the journal may belong to one of its open windows, so all are replayed. Trimming keeps them
@@ -171,7 +204,7 @@ class Pipeline:
             if self.engine.add(r):
                 replayed += 1
             self._max_event_ns = max(self._max_event_ns, r.ts)
-        self.engine.late = 0
+        self.engine.clear_late()
         if replayed:
             log.info("rebuilt open windows from %d journal readings", replayed)
 
@@ -196,7 +229,10 @@ class Pipeline:
         while True:
             batch = self._take()
             if batch:
+                self._processing = True
                 self.process(batch)
+                self._processing = False
+                self._committed_at = time.monotonic()
             elif self._stop.is_set():
                 break
             self.tick()
@@ -209,12 +245,36 @@ class Pipeline:
         try:
             last = 0.0
             while not self._stop.wait(1.0):
-                journal.checkpoint()
-                if time.monotonic() - last >= 5.0:
-                    last = time.monotonic()
-                    self.housekeeping(journal)
+                try:
+                    journal.checkpoint()
+                    due = time.monotonic() - last >= 5.0
+                    if due:
+                        last = time.monotonic()
+                    self.housekeeping(journal, trim=due)
+                except sqlite3.OperationalError as exc:  # a full disk: the next round tries again
+                    self.housekeeping_failure.failed(exc)
+                else:
+                    self.housekeeping_failure.succeeded()
         finally:
             journal.close()
+
+    def _append(self, readings: list[Reading] | None = None, kpis: list[KpiPoint] | None = None,
+                meta: dict[str, str] | None = None) -> bool:
+        """Append in one transaction, retrying while the journal cannot be written; False when stopping first."""
+        delay = 0.2
+        while True:
+            try:
+                self.journal.append(readings or (), kpis or (), meta)
+            except sqlite3.OperationalError as exc:
+                # Disk full (or another error that may pass): nothing is acknowledged, so the broker keeps
+                # the messages; the producers wait on the bounded queue. Same batch again, once there is room.
+                self.write_failure.failed(exc)
+                if self._stop.wait(delay):
+                    return False
+                delay = min(delay * 2, 5.0)
+                continue
+            self.write_failure.succeeded()
+            return True
 
     def process(self, batch: list[tuple[list[Reading], Ack | None]]) -> None:
         """Validate, append in one transaction, acknowledge, then fold into windows."""
@@ -228,8 +288,10 @@ class Pipeline:
                     good.append(r)
                 else:
                     self.rejected(r.device_id, reason)
-        if good:
-            self.journal.append(good)
+                    if r.ts > now:  # ahead of our clock: still a clock offset to report
+                        self.offsets.observe(r.device_id, now - r.ts)
+        if good and not self._append(readings=good):
+            return  # stopping while the journal cannot be written: unacknowledged, the broker resends
         for _, ack in batch:
             if ack is not None:
                 ack()  # only now, after the commit, may the source let go of the message
@@ -238,46 +300,84 @@ class Pipeline:
         self.accepted += len(good)
         self._last_data_ns = now
         late_before = self.engine.late
+        late_windows = dict(self.engine.late_by_window)
         add = self.engine.add
         per_device: dict[str, int] = {}
+        newest: dict[str, int] = {}
         for r in good:
-            add(r)
-            per_device[r.device_id] = per_device.get(r.device_id, 0) + 1
+            add(r, now)
+            device = r.device_id
+            per_device[device] = per_device.get(device, 0) + 1
+            if r.ts > newest.get(device, 0):
+                newest[device] = r.ts
             if r.ts > self._max_event_ns:
                 self._max_event_ns = r.ts
+        for device, ts in newest.items():
+            self.offsets.observe(device, now - ts)
+        self._report_late(late_windows)
         for device, n in per_device.items():
             self.metrics.readings.labels(device).inc(n)
+            self.metrics.device_last_seen.labels(device).set(now / 1e9)
+        if self.book is not None:
+            self.book.accepted(good)
         if self.engine.late > late_before:
             self.metrics.late.inc(self.engine.late - late_before)
         self.on_appended()
 
+    def time_report(self) -> dict[str, Any]:
+        """Late readings per window length and per device, and devices whose clocks sit far from ours."""
+        by_source = list(self.engine.late_by_source.items())  # one C-level copy: the ingest thread writes it
+        by_source.sort(key=lambda item: -item[1])
+        return {"late_by_window": dict(self.engine.late_by_window),
+                "late_by_device": [{"device": d, "window": w, "late": n} for (d, w), n in by_source[:50]],
+                "clock_offsets": self.offsets.reported()}
+
+    def _report_late(self, before: dict[str, int]) -> None:
+        """Count late readings per window length; log the first per device and window."""
+        for label, n in self.engine.late_by_window.items():
+            if n > before.get(label, 0):
+                self.metrics.late_window.labels(label).inc(n - before.get(label, 0))
+        for device, label, ts, horizon in self.engine.take_first_late():
+            log.warning("device %s: a reading stamped %s is late for the %s window (this device's windows are "
+                        "closed up to %s); kept raw, not in the %s KPI; counted in citygw_late_total{window=\"%s\"}. "
+                        "Check the device's clock and time zone, or raise aggregation.grace",
+                        device, _iso(ts), label, _iso(horizon), label, label)
+
     def tick(self) -> None:
-        """Advance the watermark: event time (bounded by the wall clock), or wall time once input is idle."""
+        """Advance each device's watermark: its event time (bounded by the wall clock), or wall time once it is idle.
+
+        Wall time drives no watermark while an input that may hold a backlog is down or has just connected.
+        """
         now = self.clock_ns()
-        watermark = min(self._max_event_ns, now)
-        if (now - self._last_data_ns >= self.idle_close_ns and self._inputs_down == 0
-                and time.monotonic() >= self._hold_idle_until):
-            watermark = now
-        points = self.engine.advance(watermark)
+        wall_clock = self._inputs_down == 0 and time.monotonic() >= self._hold_idle_until
+        points = self.engine.advance_sources(now, self.idle_close_ns, wall_clock)
         if not points:
             return
-        meta = {"closed_until": orjson.dumps(self.engine.closed_until).decode()}
+        meta = {"closed_until": orjson.dumps(self.engine.closed_until).decode(),
+                "sources": orjson.dumps(self.engine.source_state()).decode()}
         if self.derived is not None:
             points.extend(self.derived.feed(points))
             meta["derived_state"] = orjson.dumps(self.derived.state(), option=orjson.OPT_SERIALIZE_NUMPY).decode()
         # Window results, indicators and the new horizon commit together: a crash leaves all or none.
-        self.journal.append(kpis=points, meta=meta)
+        if not self._append(kpis=points, meta=meta):
+            return  # stopping: the horizon was not committed, so these windows are rebuilt on the next start
         for p in points:
             self.metrics.kpi_points.labels(p.window).inc()
         self.on_kpis(points)
         self.on_appended()
 
-    def housekeeping(self, journal: Journal | None = None) -> None:
-        """Trim what every sink delivered; enforce the disk cap (counting what it costs)."""
+    def housekeeping(self, journal: Journal | None = None, trim: bool = True) -> None:
+        """Trim what every sink delivered; enforce the disk cap, WAL included (counting what it costs)."""
         journal = journal or self.journal
-        longest = max((s.size_ns for s in self.engine.specs), default=0)
-        journal.trim(self.sink_names, self.engine.open_since() - longest)
+        if trim:
+            longest = max((s.size_ns for s in self.engine.specs), default=0)
+            journal.trim(self.sink_names, self.engine.open_since() - longest)
         lost = journal.enforce_cap(self.sink_names)
         if lost:
             self.metrics.journal_dropped.inc(lost)
-        self.metrics.journal_bytes.set(journal.used_bytes())
+            self.cap_dropped_at = time.monotonic()
+        self.metrics.journal_bytes.set(journal.size_bytes())
+
+
+def _iso(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns / 1e9, UTC).isoformat(timespec="seconds")

@@ -16,7 +16,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from aggregators.derived import KpiOptions
 from aggregators.windows import parse_duration_ns
@@ -70,8 +80,28 @@ class GatewaySection(_Section):
     timezone: str = "UTC"
     lat: float | None = Field(None, ge=-90, le=90)  # the kit's site: the position of devices without their own
     lon: float | None = Field(None, ge=-180, le=180)
-    status_listen: str = "127.0.0.1:8088"  # HTTP status page and /metrics; "" disables
+    # Secret of the status server (Bearer token, or the password of HTTP basic auth with any user name);
+    # required when status_listen is not a loopback address. Declared before status_listen: its check reads them.
+    status_token_env: str = ""
+    status_token_file: Path | None = None
+    # 8088 is influxd 1.x's own backup/RPC port; 8765 is free in /etc/services and the usual exporter ranges.
+    status_listen: str = "127.0.0.1:8765"  # HTTP status page and /metrics; "" disables
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("status_listen")
+    @classmethod
+    def _status_listen(cls, value: str, info: ValidationInfo) -> str:
+        if not value:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError(f"status_listen {value!r} must be HOST:PORT, e.g. \"127.0.0.1:8765\"")
+        if not is_loopback(host) and not (info.data.get("status_token_env") or info.data.get("status_token_file")):
+            raise ValueError(
+                f"status_listen {value!r} serves device ids, sink URLs and errors beyond this machine without "
+                "authentication: set status_token_env = \"VAR\" or status_token_file = \"/path\" (a secret "
+                "for Bearer or basic auth), or listen on 127.0.0.1")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -81,6 +111,29 @@ class GatewaySection(_Section):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}: use an IANA name such as Europe/Madrid") from None
         return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen host is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class HealthSection(_Section):
+    """When /healthz answers 503 (docs/operations.md), and when an MQTT device counts as gone."""
+
+    ingest_stall_after: Duration = 30.0  # input waiting and no journal commit for this long
+    mqtt_down_after: Duration = 60.0  # the MQTT input disconnected for this long
+    sink_lag_after: Duration = 300.0  # a sink's oldest undelivered entry older than this
+    # An MQTT device is unavailable after this long unheard; unset: 3x its observed interval (at least 5 s).
+    stale_after: Duration | None = None
 
 
 class Coordinates(_Section):
@@ -203,7 +256,6 @@ class FeedSection(_Section):
         return self
 
 
-
 class MqttSection(_Section):
     """The MQTT broker: inputs (routes) and the live feed."""
 
@@ -225,6 +277,20 @@ class MqttSection(_Section):
     # The MQTT input's client: "paho" (MQTT 3.1.1 or 5), or "bulk" (ingest/mqtt_bulk.py: MQTT 3.1.1 parsed a
     # whole socket read at a time, one journal batch and one PUBACK write per read; see docs/performance.md).
     input_client: Literal["paho", "bulk"] = "paho"
+
+    @model_validator(mode="after")
+    def _bulk_speaks_qos_1(self) -> MqttSection:
+        # Raised as a ValidationError so that the problem is located at the route's own `qos` line.
+        if self.input_client == "bulk":
+            problems = [
+                InitErrorDetails(type=PydanticCustomError("value_error", (
+                    "QoS 2 is not spoken by the bulk MQTT input (QoS 0 or 1): set qos = 1 on this route (a reading "
+                    "is acknowledged only once journaled, and the duplicate check drops redelivered copies, so QoS 1 "
+                    "loses nothing), or mqtt.input_client = \"paho\" for QoS 2")), loc=("routes", i, "qos"), input=2)
+                for i, route in enumerate(self.routes) if route.qos == 2]
+            if problems:
+                raise ValidationError.from_exception_data("MqttSection", problems)
+        return self
 
 
 class InfluxSection(_Section):
@@ -360,6 +426,25 @@ class LocalStoreSection(_Section):
     path: Path | None = None  # default <data_dir>/store
 
 
+class ReportSection(_Section):
+    """`citygw report`: where the KPI series are read, and the inputs a city supplies (not measured by sensors)."""
+
+    title: str = ""
+    # Default: the first [[influx]] entry (InfluxQL for api = "v1"), else the local store.
+    source: Literal["influxql", "victoriametrics", "local_store"] | None = None
+    url: str = ""  # default: the first [[influx]] entry's url
+    database: str = ""  # InfluxQL database (default: the first [[influx]] entry's)
+    username: str = ""
+    password_env: str = ""
+    password_file: Path | None = None
+    timezone: str = ""  # local days of the report (default: gateway.timezone)
+    population: int | None = Field(None, gt=0)  # default: [kpis] population
+    inhabitants: dict[str, int] = {}  # per site tag: who lives where noise is measured (EN:EN:EQ:2A)
+    street_km_total: float | None = Field(None, gt=0)  # km of major streets (EC:ICT:T:2C)
+    street_km: dict[str, float] = {}  # km of major street each traffic counter (device id) covers
+    data_capture: float = Field(0.9, gt=0, le=1)  # completeness rule: share of valid days
+
+
 class Settings(_Section):
     """The whole configuration file."""
 
@@ -373,6 +458,8 @@ class Settings(_Section):
     aggregation: AggregationSection = AggregationSection()
     local_store: LocalStoreSection = LocalStoreSection()
     kpis: KpiOptions = KpiOptions()
+    health: HealthSection = HealthSection()
+    report: ReportSection = ReportSection()
     # Positions of devices that have no [[devices]] entry (MQTT devices named from topics): id -> coordinates.
     locations: dict[str, Coordinates] = {}
 
@@ -510,7 +597,7 @@ def _apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> dict[t
     applied: dict[tuple[str, str], str] = {}
     sections: dict[str, type[BaseModel]] = {
         "gateway": GatewaySection, "mqtt": MqttSection, "journal": JournalSection,
-        "aggregation": AggregationSection, "local_store": LocalStoreSection,
+        "aggregation": AggregationSection, "local_store": LocalStoreSection, "health": HealthSection,
     }
     for name, value in env.items():
         if not name.startswith("CITYGW_"):

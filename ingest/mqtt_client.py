@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-__all__ = ["MqttOptions", "build_client", "connect_properties", "set_nodelay"]
+__all__ = ["MqttOptions", "build_client", "connect_failure_message", "connect_properties", "set_nodelay"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,18 @@ def build_client(opts: MqttOptions, manual_ack: bool = False) -> mqtt.Client:
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(100_000)
     return client
+
+
+def connect_failure_message(role: str, opts: MqttOptions, exc: BaseException | None) -> str:
+    """What a failed TCP/TLS connect means and how to fix it (logged once per outage, not per retry)."""
+    why = (exc.strerror or str(exc)) if isinstance(exc, OSError) else (str(exc) if exc else "unknown error")
+    hint = "check mqtt.host and mqtt.port in the config, that the broker runs and that a firewall lets us through"
+    if isinstance(exc, ssl.SSLError):
+        hint = "check mqtt.tls (ca_file, client certificate) and that the port speaks TLS"
+    elif isinstance(exc, socket.gaierror):
+        hint = "the host name does not resolve: check mqtt.host and the kit's DNS"
+    return (f"{role}: cannot connect to MQTT broker {opts.host}:{opts.port}: {why}. Fix: {hint}. "
+            f"Retrying every {opts.reconnect_max_s:.0f} s at most; the next line about it says when it connects")
 
 
 def connect_properties(opts: MqttOptions) -> Any:

@@ -9,23 +9,35 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from devices.kind import DeviceKind
-from devices.reading import EMPTY_TAGS, DecodeContext, DecodeError
+from devices.reading import EMPTY_TAGS, DecodeContext, DecodeError, Reading
 from ingest.base import Emitter
-from ingest.mqtt_client import MqttOptions, build_client, connect_properties, set_nodelay
+from ingest.mqtt_client import MqttOptions, build_client, connect_failure_message, connect_properties, set_nodelay
+from ingest.mqtt_session import SESSION_TAKEN_OVER, SubscriptionMemory, TakeoverWatch
 
-__all__ = ["MqttSource", "Route"]
+__all__ = ["RETAINED_REASON", "MqttSource", "Route", "decode_for_route"]
 
 log = logging.getLogger("citygw.mqtt")
 
 _LEVEL = re.compile(r"\{(\d+)\}")
+
+# A message with the RETAIN flag reaches a subscriber only as the broker's stored copy, replayed because we
+# (re)subscribed (MQTT 3.1.1 §3.3.1.3; MQTT 5 without retain-as-published, which we never ask for). Live
+# messages always arrive with the flag clear, and the persistent session queues those while we are away, so a
+# replayed copy adds nothing but a repeat of an old value, with no time of its own when the payload has none.
+_KEEPALIVE_TIMEOUT = 0x8D  # DISCONNECT reason paho reports when our keepalive expired (no answer from the broker)
+
+RETAINED_REASON = ("retained message ignored: the broker replays its stored copy at every subscription; "
+                   "live and queued messages carry the readings (docs/reliability.md)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +67,23 @@ class Route:
                           self.device_id)
 
 
+def decode_for_route(route: Route, payload: bytes, ctx: DecodeContext) -> list[Reading]:
+    """The route's decoder, plus the input's rule that every reading names its device (DecodeError if not)."""
+    readings = route.kind.decode(payload, ctx)
+    if any(not r.device_id for r in readings):
+        raise DecodeError(f"no device id: the payload names no device and the route {route.topic!r} sets none; "
+                          'set device_id on the route (e.g. device_id = "{1}" for the second topic level) or the '
+                          "format's id option (docs/devices/" + route.kind.name + ".md)", payload)
+    return readings
+
+
 class MqttSource:
     """Subscribes the routes' topics and feeds decoded readings to the emitter."""
 
     def __init__(self, emitter: Emitter, opts: MqttOptions, routes: list[Route],
                  clock_ns: Callable[[], int] = time.time_ns,
-                 on_connection: Callable[[bool], None] = lambda up: None) -> None:
+                 on_connection: Callable[[bool], None] = lambda up: None,
+                 session_file: Path | None = None, on_takeover: Callable[[], None] = lambda: None) -> None:
         self.emitter = emitter
         self.opts = opts
         self.routes = routes
@@ -72,10 +95,19 @@ class MqttSource:
         # Counts connections: an ack owed to a message of an earlier connection is not sent on a later one,
         # where its packet id may already name another message (the broker redelivers the first anyway).
         self.generation = 0
+        # The session's subscriptions (unsubscribe routes removed from the config) and its other users.
+        self.memory = SubscriptionMemory(session_file, opts.host, opts.port, opts.client_id)
+        self.takeover = TakeoverWatch("MQTT input", opts.client_id, opts.host, opts.port, on_takeover)
+        self._unsubscribing: dict[int, list[str]] = {}  # UNSUBSCRIBE packet id -> filters, until UNSUBACK
         self.client = build_client(opts, manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_unsubscribe = self._on_unsubscribe
+        self.client.on_connect_fail = self._on_connect_fail
+        self.failed_attempts = 0  # TCP/TLS connects that failed since the last connection (logged once each run)
+        # The route format each device was last decoded with (the status page's "kind"); bounded.
+        self.device_kinds: dict[str, str] = {}
 
     def start(self) -> None:
         """Connect in the background; paho keeps reconnecting until stop()."""
@@ -97,12 +129,38 @@ class MqttSource:
         set_nodelay(client)
         self.connected = True
         self.on_connection(True)
-        log.info("connected to MQTT broker %s:%d (session present: %s)", self.opts.host, self.opts.port,
-                 getattr(flags, "session_present", "?"))
+        log.info("connected to MQTT broker %s:%d (session present: %s)%s", self.opts.host, self.opts.port,
+                 getattr(flags, "session_present", "?"),
+                 f" after {self.failed_attempts} failed attempt(s)" if self.failed_attempts else "")
+        self.failed_attempts = 0
+        self.takeover.connected()
+        stale = self.memory.before_subscribe([r.topic for r in self.routes])
         if self.routes:
             client.subscribe([(r.topic, r.qos) for r in self.routes])
+        if stale:
+            _, mid = client.unsubscribe(stale)
+            if mid is not None:
+                self._unsubscribing[mid] = stale
+
+    def _on_unsubscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        stale = self._unsubscribing.pop(mid, None)
+        if stale:
+            self.memory.unsubscribed(stale)
+            log.info("unsubscribed from %s: no longer configured (the persistent session kept them)",
+                     ", ".join(repr(f) for f in stale))
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho calls this from inside its `except OSError`, so the error is still at hand.
+        self.failed_attempts += 1
+        if self.failed_attempts == 1 and not self.stopping:
+            log.error("%s", connect_failure_message("MQTT input", self.opts, sys.exc_info()[1]))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if self.connected and not self.stopping and getattr(reason, "value", None) != _KEEPALIVE_TIMEOUT:
+            # Our keepalive expiring is a silent network; anything else ended by the other side may be a
+            # second client with our id (MQTT 5 says so; under 3.1.1 the broker just closes the socket).
+            taken = getattr(flags, "is_disconnect_packet_from_server", False) and reason.value == SESSION_TAKEN_OVER
+            self.takeover.closed_by_broker(definite=taken)
         if self.connected and not self.stopping:
             log.warning("disconnected from MQTT broker %s:%d (%s); reconnecting", self.opts.host,
                         self.opts.port, reason)
@@ -125,10 +183,14 @@ class MqttSource:
             ack()
             return
         device_id = route.device_for(msg.topic)
+        if msg.retain:
+            self.emitter.rejected(device_id or msg.topic, f"{RETAINED_REASON} (topic {msg.topic})")
+            ack()
+            return
         ctx = DecodeContext(device_id=device_id, received_ns=self.clock_ns(), topic=msg.topic,
                             tags=route.tags, options=route.options)
         try:
-            readings = route.kind.decode(payload, ctx)
+            readings = decode_for_route(route, payload, ctx)
         except DecodeError as exc:
             self.emitter.rejected(device_id or msg.topic, f"{route.kind.name} payload on {msg.topic}: "
                                   f"{exc.reason}", payload)
@@ -141,4 +203,6 @@ class MqttSource:
                                   payload)
             ack()
             return
+        if readings and len(self.device_kinds) < 10_000:
+            self.device_kinds[readings[0].device_id] = route.kind.name
         self.emitter.readings(readings, ack)

@@ -3,6 +3,7 @@
 Topic tree (README.md; payloads in docs/feeds.md, JSON Schemas in schemas/feed/):
   <prefix>/status                                   "online" / "offline" (retained; "offline" is the last will)
   <prefix>/meta                                     birth information: version, devices, windows (retained JSON)
+  <prefix>/health                                   {"healthy": bool, "reasons": [...]} as /healthz (retained)
   <prefix>/kpi/<device_id>/<name>/<window>          latest KPI point (retained, QoS 1)
   <prefix>/reading/<device_id>/<quantity>           raw readings (not retained; only when feed.raw = true),
                                                     by exception when the quantity has a deadband
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -25,7 +27,7 @@ import paho.mqtt.client as mqtt
 from gateway.journal import KIND_KPI, Entry
 from gateway.sinks.base import Action, SinkError
 from gateway.sinks.local_store import entry_dict
-from ingest.mqtt_client import MqttOptions, build_client, connect_properties, set_nodelay
+from ingest.mqtt_client import MqttOptions, build_client, connect_failure_message, connect_properties, set_nodelay
 
 __all__ = ["MqttFeedSink", "ReportByException", "topic_level"]
 
@@ -135,6 +137,28 @@ class MqttFeedSink:
         self.client.will_set(self.status_topic, b"offline", qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.failed_attempts = 0
+        # The gateway's health (gateway/health.py), retained under <prefix>/health; re-sent on every connection.
+        self.health_topic = f"{self.prefix}/health"
+        self._health: bytes | None = None
+
+    @property
+    def connected(self) -> bool:
+        """Whether the feed's connection is up."""
+        return self._connected.is_set()
+
+    def publish_health(self, payload: bytes) -> None:
+        """Publish the health document, retained (now if connected, else on the next connection)."""
+        self._health = payload
+        if self._connected.is_set():
+            self.client.publish(self.health_topic, payload, qos=1, retain=True)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        # Called inside paho's `except OSError`: the error is still at hand. Once per outage, not per retry.
+        self.failed_attempts += 1
+        if self.failed_attempts == 1:
+            log.error("%s", connect_failure_message("feed", self._opts, sys.exc_info()[1]))
 
     def start(self) -> None:
         """Connect in the background (paho's network thread reconnects forever with backoff)."""
@@ -155,6 +179,12 @@ class MqttFeedSink:
         if self.meta is not None:  # before "online", so a subscriber that sees the kit online can describe it
             client.publish(self.meta_topic, orjson.dumps(self.meta), qos=1, retain=True)
         client.publish(self.status_topic, b"online", qos=1, retain=True)
+        if self._health is not None:
+            client.publish(self.health_topic, self._health, qos=1, retain=True)
+        if self.failed_attempts:
+            log.info("feed: connected to MQTT broker %s:%d after %d failed attempt(s)", self._opts.host,
+                     self._opts.port, self.failed_attempts)
+            self.failed_attempts = 0
         self._connected.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: object,
