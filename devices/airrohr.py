@@ -1,9 +1,12 @@
 """Sensor.Community (airrohr) JSON: `{"software_version": …, "sensordatavalues": [{value_type, value}, …]}`.
 
 Accepts the push body the firmware POSTs (unprefixed value types), the device's local `data.json` and
-custom-API bodies (prefixed value types such as `SDS_P1`, `BME280_temperature`, `DNMS_noise_LAeq`), and single
-records of the public data API (`timestamp` in UTC, `sensor.id`). Values are strings.
-See docs/devices/airrohr.md.
+custom-API bodies (prefixed value types such as `SDS_P1`, `BME280_temperature`, `DNMS_noise_LAeq`), and
+records of the public data API (`timestamp` in UTC, `sensor.id`): one record, or the array of records the API
+answers with. Values are strings. See docs/devices/airrohr.md.
+
+The device's local `data.json` carries no chip id: without a route id or option `chip_id` its readings have
+an empty device id (`citygw decode` prints them without one; the MQTT input refuses them, naming the fix).
 
 Options:
 - `chip_id`: the ESP chip id, giving device id `esp8266-<chip_id>` when the route sets none and the body
@@ -20,7 +23,7 @@ from typing import Any
 import orjson
 
 from devices.kind import DeviceKind, register
-from devices.payload import FieldSpec, canonical_unit, parse_json_object, parse_number
+from devices.payload import FieldSpec, canonical_unit, parse_number
 from devices.reading import DecodeContext, DecodeError, Reading
 
 __all__ = ["VALUE_TYPES", "decode", "encode"]
@@ -63,6 +66,7 @@ def _value_type(name: str) -> tuple[str, str]:
 
 
 def _device_id(doc: Mapping[str, Any], ctx: DecodeContext) -> str:
+    """The route's id, else the body's chip id or option `chip_id`, else the API sensor id, else ""."""
     if ctx.device_id:
         return ctx.device_id
     chip = doc.get("esp8266id")
@@ -73,7 +77,7 @@ def _device_id(doc: Mapping[str, Any], ctx: DecodeContext) -> str:
     sensor = doc.get("sensor")
     if isinstance(sensor, Mapping) and isinstance(sensor.get("id"), int | str):
         return f"sensor-community-{sensor['id']}"
-    raise DecodeError("no device id: body has no esp8266id, no option 'chip_id', and the route sets none")
+    return ""  # e.g. the local data.json: the caller knows the device (route id), or nobody needs to
 
 
 def _api_time(value: Any) -> int:
@@ -87,36 +91,72 @@ def _api_time(value: Any) -> int:
 
 
 def decode(payload: bytes, ctx: DecodeContext) -> list[Reading]:
-    """Decode one Sensor.Community JSON body into readings (pressure converted from Pa to hPa)."""
-    doc = parse_json_object(payload)
+    """Decode a Sensor.Community JSON body, or an array of API records, into readings (pressure Pa → hPa)."""
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"malformed JSON: {exc}", payload) from None
+    if isinstance(doc, dict):
+        return _record(doc, ctx, payload, "")
+    if not isinstance(doc, list):
+        raise DecodeError(f"JSON payload is a {type(doc).__name__}, expected an object or an array of records",
+                          payload)
+    if not doc:
+        raise DecodeError("array of records is empty", payload)
+    out: list[Reading] = []
+    for i, record in enumerate(doc):
+        where = f"record [{i}]: "
+        if not isinstance(record, dict):
+            raise DecodeError(f"{where}is a {type(record).__name__}, not an object", payload)
+        try:
+            out += _record(record, ctx, payload, where)
+        except _NothingKnownError:
+            continue  # a sensor whose value types are not ours (GPS, SPS30 counts…), like an unknown value type
+    if not out:
+        raise DecodeError(f"sensordatavalues has no known value type in any of the {len(doc)} records", payload)
+    return out
+
+
+class _NothingKnownError(DecodeError):
+    """A record whose value types are all unknown (skipped inside an array, an error alone)."""
+
+
+def _record(doc: Mapping[str, Any], ctx: DecodeContext, payload: bytes, where: str) -> list[Reading]:
+    """The readings of one body or API record; `where` prefixes reasons ("record [3]: ")."""
     values = doc.get("sensordatavalues")
     if values is None:
-        raise DecodeError("body has no 'sensordatavalues' list", payload)
+        raise DecodeError(f"{where}body has no 'sensordatavalues' list", payload)
     if not isinstance(values, list):
-        raise DecodeError(f"sensordatavalues is a {type(values).__name__}, expected a list", payload)
+        raise DecodeError(f"{where}sensordatavalues is a {type(values).__name__}, expected a list", payload)
     if not values:
-        raise DecodeError("sensordatavalues is empty", payload)
+        raise DecodeError(f"{where}sensordatavalues is empty", payload)
     device_id = _device_id(doc, ctx)
-    ts = _api_time(doc["timestamp"]) if "timestamp" in doc else ctx.received_ns
+    try:
+        ts = _api_time(doc["timestamp"]) if "timestamp" in doc else ctx.received_ns
+    except DecodeError as exc:
+        raise DecodeError(where + exc.reason, payload) from None
     out: list[Reading] = []
     for i, item in enumerate(values):
         if not isinstance(item, Mapping):
-            raise DecodeError(f"sensordatavalues[{i}] is a {type(item).__name__}, not an object", payload)
+            raise DecodeError(f"{where}sensordatavalues[{i}] is a {type(item).__name__}, not an object", payload)
         name = item.get("value_type")
         if not isinstance(name, str) or not name:
-            raise DecodeError(f"sensordatavalues[{i}] has no value_type", payload)
+            raise DecodeError(f"{where}sensordatavalues[{i}] has no value_type", payload)
         if "value" not in item:
-            raise DecodeError(f"sensordatavalues[{i}] ({name}) has no value", payload)
+            raise DecodeError(f"{where}sensordatavalues[{i}] ({name}) has no value", payload)
         value_type, prefix = _value_type(name)
         spec = VALUE_TYPES.get(value_type)
         if spec is None:
             continue  # samples, min_micro, max_micro, GPS, counts… are not ours to read
-        value = spec.apply(parse_number(item["value"], name))
+        try:
+            value = spec.apply(parse_number(item["value"], name))
+        except DecodeError as exc:
+            raise DecodeError(where + exc.reason, payload) from None
         tags = {**ctx.tags, "sensor": prefix} if prefix else dict(ctx.tags)
         out.append(Reading(device_id, spec.quantity, value, spec.unit, ts, tags))
     if not out:
         types = ", ".join(str(v.get("value_type")) for v in values[:10] if isinstance(v, Mapping))
-        raise DecodeError(f"sensordatavalues has no known value type (has: {types})", payload)
+        raise _NothingKnownError(f"{where}sensordatavalues has no known value type (has: {types})", payload)
     return out
 
 

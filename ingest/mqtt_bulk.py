@@ -25,15 +25,17 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
 from devices.reading import DecodeContext, DecodeError, Reading
-from ingest.base import Emitter
+from ingest.base import Emitter, ThreadStarter, plain_thread
 from ingest.mqtt_client import MqttOptions
-from ingest.mqtt_source import Route
+from ingest.mqtt_session import SubscriptionMemory, TakeoverWatch
+from ingest.mqtt_source import RETAINED_REASON, Route, decode_for_route
 
-__all__ = ["BulkMqttSource", "ProtocolError", "encode_remaining_length", "parse_packets"]
+__all__ = ["BulkMqttSource", "ProtocolError", "encode_remaining_length", "parse_packets", "unsubscribe_packet"]
 
 log = logging.getLogger("citygw.mqtt")
 
@@ -45,7 +47,9 @@ _CONNACK_CODES = {1: "unacceptable protocol version", 2: "client identifier reje
                   4: "bad user name or password", 5: "not authorized"}
 PINGREQ_PACKET = b"\xc0\x00"
 DISCONNECT_PACKET = b"\xe0\x00"
-MAX_PACKET = 16 * 1024 * 1024  # bounds the reassembly buffer; a larger packet closes the connection
+# Bounds the reassembly buffer. A larger PUBLISH is skipped as it streams in (never held whole), counted and
+# acknowledged: closing the connection instead would have the broker resend it for ever, blocking the queue.
+MAX_PACKET = 16 * 1024 * 1024
 RECV_SIZE = 256 * 1024
 # Per emitter call, at most this many messages or (once reached) readings: one read of many multi-reading
 # messages must not become one huge journal transaction (2,000 = the pipeline's default batch_max).
@@ -61,9 +65,12 @@ TOPIC_CACHE_MAX = 50_000
 CONNECT_TIMEOUT_S = 5.0  # TCP connect, TLS handshake, CONNACK (each)
 SEND_TIMEOUT_S = 10.0  # a broker that takes no bytes for this long is treated as gone
 SUBSCRIBE_ID = 1
+UNSUBSCRIBE_ID = 2
 
-# (qos, packet id, topic bytes, payload)
-Publish = tuple[int, int, bytes, bytes]
+# (qos, packet id, topic bytes, payload, retain flag)
+Publish = tuple[int, int, bytes, bytes, bool]
+# A PUBLISH over the size limit, parsed up to its packet id: (qos, packet id, topic bytes, packet size)
+Oversized = tuple[int, int, bytes, int]
 # (packet type, variable header + payload)
 Control = tuple[int, bytes]
 
@@ -74,6 +81,10 @@ class ProtocolError(Exception):
 
 class _ClosedError(Exception):
     """The connection ended (broker closed it, keepalive expired, or we are stopping)."""
+
+
+class _BrokerClosedError(_ClosedError):
+    """The broker ended an established connection (EOF or reset): a restart, or another client with our id."""
 
 
 class _RefusedError(Exception):
@@ -93,10 +104,13 @@ def encode_remaining_length(n: int) -> bytes:
 
 
 def parse_packets(data: bytes, publishes: list[Publish], controls: list[Control],
-                  max_packet: int = MAX_PACKET) -> int:
+                  max_packet: int = MAX_PACKET, oversized: list[Oversized] | None = None) -> int:
     """Parse every complete packet at the start of `data`; return the bytes consumed (the rest is partial).
 
-    PUBLISHes go to `publishes`, every other packet to `controls`. Raises only ProtocolError.
+    PUBLISHes go to `publishes`, every other packet to `controls`. A PUBLISH longer than `max_packet` is a
+    ProtocolError, unless `oversized` is given: then, once its header up to the packet id is in `data`, it
+    goes to `oversized`, and the count returned includes all of it, so it may exceed len(data) (the caller
+    discards that many more bytes as they arrive). Raises only ProtocolError.
     """
     pos = 0
     n = len(data)
@@ -122,9 +136,25 @@ def parse_packets(data: bytes, publishes: list[Publish], controls: list[Control]
                 shift += 7
                 if shift > 21:
                     raise ProtocolError("remaining length longer than 4 bytes")
-        if length > max_packet:
-            raise ProtocolError(f"packet of {length} bytes exceeds the {max_packet}-byte limit")
         end = p + length
+        if length > max_packet:
+            if b0 >> 4 != PUBLISH or oversized is None:
+                raise ProtocolError(f"packet of {length} bytes exceeds the {max_packet}-byte limit")
+            qos = (b0 >> 1) & 3
+            if qos > 1:
+                raise ProtocolError(f"PUBLISH with QoS {qos} (we subscribe at QoS 0 or 1)")
+            if p + 2 > n:
+                return pos  # wait for the topic length
+            topic_end = p + 2 + ((data[p] << 8) | data[p + 1])
+            header_end = topic_end + (2 if qos else 0)
+            if header_end > n:
+                return pos  # wait for the topic and packet id (at most 64 KiB)
+            pid = (data[topic_end] << 8) | data[topic_end + 1] if qos else 0
+            oversized.append((qos, pid, data[p + 2:topic_end], end - pos))
+            if end > n:
+                return end
+            pos = end
+            continue
         if end > n:
             return pos
         kind = b0 >> 4
@@ -147,7 +177,7 @@ def parse_packets(data: bytes, publishes: list[Publish], controls: list[Control]
                 if body > end:
                     raise ProtocolError("PUBLISH topic runs past the packet")
                 pid = 0
-            append_pub((qos, pid, data[p + 2:topic_end], data[body:end]))
+            append_pub((qos, pid, data[p + 2:topic_end], data[body:end], bool(b0 & 1)))
         else:
             flags = _FLAGS.get(kind)
             if flags is None:
@@ -204,6 +234,12 @@ def subscribe_packet(routes: list[Route], packet_id: int = SUBSCRIBE_ID) -> byte
     return b"\x82" + encode_remaining_length(len(body)) + body
 
 
+def unsubscribe_packet(filters: list[str], packet_id: int = UNSUBSCRIBE_ID) -> bytes:
+    """One UNSUBSCRIBE for `filters` (section 3.10: fixed header 0xA2, packet id, the filters)."""
+    body = struct.pack(">H", packet_id) + b"".join(_utf8(f) for f in filters)
+    return b"\xa2" + encode_remaining_length(len(body)) + body
+
+
 def puback_packets(pids: list[int]) -> bytes:
     """PUBACKs for `pids`, concatenated (0x40 0x02 <id>, section 3.4)."""
     return struct.pack(f">{len(pids)}I", *[0x40020000 | pid for pid in pids])
@@ -215,13 +251,16 @@ class BulkMqttSource:
     def __init__(self, emitter: Emitter, opts: MqttOptions, routes: list[Route],
                  clock_ns: Callable[[], int] = time.time_ns,
                  on_connection: Callable[[bool], None] = lambda up: None,
-                 batch_messages: int = BATCH_MESSAGES, max_unacked: int = MAX_UNACKED) -> None:
+                 batch_messages: int = BATCH_MESSAGES, max_unacked: int = MAX_UNACKED,
+                 session_file: Path | None = None, on_takeover: Callable[[], None] = lambda: None,
+                 start_thread: ThreadStarter = plain_thread) -> None:
         if opts.protocol == "5":
             raise ValueError('the bulk MQTT input speaks MQTT 3.1.1 only: set mqtt.protocol = "3.1.1", '
                              'or mqtt.input_client = "paho" for MQTT 5')
         self.emitter = emitter
         self.opts = opts
         self.routes = routes
+        self.start_thread = start_thread  # the gateway's supervisor restarts the input thread after a crash
         self.clock_ns = clock_ns
         self.on_connection = on_connection
         self.batch_messages = max(1, batch_messages)
@@ -236,6 +275,13 @@ class BulkMqttSource:
         self.protocol_errors = 0
         self.connect_attempts = 0
         self.topic_cache_clears = 0
+        self.oversized = 0  # PUBLISHes over MAX_PACKET skipped (each counted as a rejection and acknowledged)
+        self.peak_buffered = 0  # the most bytes one connection's reassembly buffer held (bounded by MAX_PACKET)
+        self._skip = 0  # bytes of an oversized PUBLISH still to discard as they arrive
+        # The session's subscriptions (unsubscribe routes removed from the config) and its other users.
+        self.memory = SubscriptionMemory(session_file, opts.host, opts.port, opts.client_id)
+        self.takeover = TakeoverWatch("MQTT input", opts.client_id, opts.host, opts.port, on_takeover)
+        self._unsubscribing: list[str] = []  # filters of our UNSUBSCRIBE, until its UNSUBACK
         self._ssl = self._ssl_context() if (opts.tls or opts.ca_file) else None
         self._lock = threading.Lock()  # guards generation/connected changes and the outbox
         self._outbox = bytearray()  # bounded by max_unacked: PUBACKs of journaled messages, not yet written
@@ -259,8 +305,7 @@ class BulkMqttSource:
 
     def start(self) -> None:
         """Connect in the background; keeps reconnecting until stop()."""
-        self._thread = threading.Thread(target=self._run, name="citygw-mqtt-in", daemon=True)
-        self._thread.start()
+        self._thread = self.start_thread("citygw-mqtt-in", self._run, self._stop)
 
     def stop(self) -> None:
         """Send what acks are due, disconnect (the broker keeps our session) and join the thread."""
@@ -337,6 +382,10 @@ class BulkMqttSource:
                 self._session(sock, leftover)
             except _RefusedError as exc:
                 self._disconnected(str(exc), refused=True)
+            except _BrokerClosedError as exc:
+                if self.connected and not self._stop.is_set():
+                    self.takeover.closed_by_broker()
+                self._disconnected(str(exc))
             except _ClosedError as exc:
                 self._disconnected(str(exc))
             except ProtocolError as exc:
@@ -419,8 +468,12 @@ class BulkMqttSource:
                 code = body[1]
                 raise _RefusedError(_CONNACK_CODES.get(code, f"return code {code}"))
             sock.settimeout(SEND_TIMEOUT_S)
+            stale = self.memory.before_subscribe([r.topic for r in self.routes])
             if self.routes:
                 sock.sendall(subscribe_packet(self.routes))
+            self._unsubscribing = stale
+            if stale:
+                sock.sendall(unsubscribe_packet(stale))
             self._last_tx = time.monotonic()
         except BaseException:
             with contextlib.suppress(OSError):
@@ -432,6 +485,8 @@ class BulkMqttSource:
             self._outbox.clear()
             self._unacked = 0  # acks of the old connection no longer count (see _make_ack)
             self._paused = False
+        self._skip = 0
+        self.takeover.connected()
         self._last_error = ""
         self._failures = 0
         log.info("connected to MQTT broker %s:%d (session present: %s)", o.host, o.port, bool(body[0] & 1))
@@ -502,16 +557,24 @@ class BulkMqttSource:
                     self._drain_wake()
                 if sock not in ready:
                     continue
-            n = sock.recv_into(view)
+            try:
+                n = sock.recv_into(view)
+            except ConnectionResetError:
+                raise _BrokerClosedError("the broker reset the connection") from None
             if not n:
-                raise _ClosedError("the broker closed the connection")
+                raise _BrokerClosedError("the broker closed the connection")
             if tls:
                 while n < RECV_SIZE and sock.pending():  # type: ignore[attr-defined]
                     n += sock.recv_into(view[n:])
             last_rx = time.monotonic()
-            pending += view[:n]
-            if len(pending) >= need:
-                need = self._consume(pending)
+            start = min(self._skip, n)  # the rest of an oversized PUBLISH: dropped as it streams in
+            self._skip -= start
+            if start < n:
+                pending += view[start:n]
+                if len(pending) > self.peak_buffered:
+                    self.peak_buffered = len(pending)
+                if len(pending) >= need:
+                    need = self._consume(pending)
 
     def _drain_wake(self) -> None:
         with contextlib.suppress(OSError):
@@ -523,19 +586,47 @@ class BulkMqttSource:
         data = bytes(pending)
         publishes: list[Publish] = []
         controls: list[Control] = []
-        used = parse_packets(data, publishes, controls)
-        del pending[:used]
+        oversized: list[Oversized] = []
+        used = parse_packets(data, publishes, controls, oversized=oversized)
+        if used > len(pending):
+            self._skip = used - len(pending)
+            pending.clear()
+        else:
+            del pending[:used]
         for kind, body in controls:
             if kind == SUBACK:
                 self._on_suback(body)
             elif kind == CONNACK:
                 raise ProtocolError("CONNACK on an established connection")
-            # PINGRESP only proves the broker is alive (any received byte does); PUBACK/PUBREC/PUBCOMP/
-            # UNSUBACK answer packets we never send and are ignored.
+            elif kind == UNSUBACK and body == struct.pack(">H", UNSUBSCRIBE_ID) and self._unsubscribing:
+                stale, self._unsubscribing = self._unsubscribing, []
+                self.memory.unsubscribed(stale)
+                log.info("unsubscribed from %s: no longer configured (the persistent session kept them)",
+                         ", ".join(repr(f) for f in stale))
+            # PINGRESP only proves the broker is alive (any received byte does); PUBACK/PUBREC/PUBCOMP answer
+            # packets we never send and are ignored.
         if publishes:
             self._handle(publishes)
+        for item in oversized:
+            self._skip_oversized(*item)
         size = packet_size(pending) if pending else None
+        if size is not None and size - len(encode_remaining_length(min(size, 268_435_455))) - 1 > MAX_PACKET:
+            return len(pending) + 1  # an oversized PUBLISH: parse again once its header has come in
         return size if size is not None else len(pending) + 1
+
+    def _skip_oversized(self, qos: int, pid: int, raw_topic: bytes, size: int) -> None:
+        """Count, report and acknowledge a PUBLISH too large to hold (its bytes are discarded unread)."""
+        self.oversized += 1
+        self.messages += 1
+        topic = raw_topic.decode("utf-8", "replace")
+        route = next((r for r in self.routes if mqtt.topic_matches_sub(r.match_filter, topic)), None)
+        device_id = route.device_for(topic) if route is not None else ""
+        self.emitter.rejected(device_id or topic, f"oversized MQTT message: a {size}-byte PUBLISH on {topic!r} "
+                              f"exceeds the bulk input's {MAX_PACKET}-byte limit; skipped unread and "
+                              "acknowledged (limit what publishers send with the broker's max_packet_size)")
+        if qos:
+            with self._lock:
+                self._outbox += puback_packets([pid])
 
     def _on_suback(self, body: bytes) -> None:
         codes = body[2:]
@@ -580,7 +671,7 @@ class BulkMqttSource:
         readings: list[Reading] = []
         pids: list[int] = []
         count = 0
-        for i, (qos, pid, raw_topic, payload) in enumerate(publishes):
+        for i, (qos, pid, raw_topic, payload, retain) in enumerate(publishes):
             if qos:
                 pids.append(pid)
             entry = topics.get(raw_topic)
@@ -591,10 +682,12 @@ class BulkMqttSource:
                 shown = topic if topic is not None else raw_topic.decode("utf-8", "replace")
                 emitter.rejected("", f"no route matches topic {shown!r}" if topic is not None
                                  else f"topic is not valid UTF-8: {shown!r}")
+            elif retain:
+                emitter.rejected(device_id or topic, f"{RETAINED_REASON} (topic {topic})")
             else:
                 ctx = DecodeContext(device_id, base + i, topic, route.tags, route.options)
                 try:
-                    readings += route.kind.decode(payload, ctx)
+                    readings += decode_for_route(route, payload, ctx)
                 except DecodeError as exc:
                     emitter.rejected(device_id or topic, f"{route.kind.name} payload on {topic}: {exc.reason}",
                                      payload)

@@ -54,7 +54,7 @@ def test_peak_screen_is_rejected_with_what_to_do() -> None:
     assert "PEAK" in err.value.reason and "LEQ" in err.value.reason
 
 
-def test_noise_spl_windows_average_energetically_and_give_no_lden() -> None:
+def test_noise_spl_windows_average_energetically() -> None:
     """SPL samples in a window: energetic mean (60 and 70 dB → 67.4, not 65), min/max/percentiles kept."""
     from aggregators.windows import WindowEngine, WindowSpec
     from devices.reading import Reading

@@ -62,7 +62,12 @@ def test_device_id_sources() -> None:
     ("doc", "kw", "reason"),
     [
         (b'{"sensordatavalues": [', {}, "malformed JSON"),
-        (b'[{"value_type": "P1", "value": "1"}]', {}, "is a list, expected an object"),
+        (b'[{"value_type": "P1", "value": "1"}]', {}, "record [0]: body has no 'sensordatavalues' list"),
+        (b'42', {}, "is a int, expected an object or an array of records"),
+        (b'[]', {}, "array of records is empty"),
+        (b'["x"]', {}, "record [0]: is a str, not an object"),
+        ([_body(("samples", "1"), sensor={"id": 1})], {}, "no known value type in any of the 1 records"),
+        ([_body(("P1", "1"), sensor={"id": 1}, timestamp="2024-03-01T10:15")], {}, "record [0]: timestamp"),
         ({"software_version": "x"}, {}, "no 'sensordatavalues' list"),
         ({"sensordatavalues": {"P1": "1"}}, {}, "sensordatavalues is a dict"),
         ({"sensordatavalues": []}, {}, "sensordatavalues is empty"),
@@ -76,13 +81,12 @@ def test_device_id_sources() -> None:
         (_body(("P1", [1])), {}, "expected a number, got a list"),
         (_body(("P1", None)), {}, "expected a number"),
         (_body(("samples", "1"), ("signal_quality", "2")), {}, "no known value type (has: samples, signal_quality)"),
-        (_body(("P1", "1")), {"device_id": ""}, "no device id"),
         (_body(("P1", "1"), timestamp="2024-03-01T10:15:32+01:00"), {}, "is not 'YYYY-MM-DD HH:MM:SS' (UTC)"),
         (_body(("P1", "1"), timestamp="2024-13-01 10:15:32"), {}, "not a valid date"),
     ],
 )
 def test_rejections(doc: Any, kw: dict[str, Any], reason: str) -> None:
-    """Missing/wrong-typed parts, NaN strings, nothing known and no device id are DecodeErrors."""
+    """Missing/wrong-typed parts, NaN strings and nothing known are DecodeErrors (arrays name the record)."""
     with pytest.raises(DecodeError) as info:
         _decode(doc, **kw)
     assert reason in info.value.reason
@@ -94,3 +98,42 @@ def test_encode_round_trip() -> None:
     readings = _decode(payload, device_id="")
     assert {(r.device_id, r.quantity, r.value) for r in readings} == {
         ("esp8266-777", "pm10", 20.25), ("esp8266-777", "pm2_5", 10.5), ("esp8266-777", "pressure", 1012.0)}
+
+
+def test_api_array_gives_each_records_sensor_and_time() -> None:
+    """The data API's array of records: each record's own sensor id and UTC time; foreign sensors skipped."""
+    records = [_body(("P1", "1.5"), ("P2", "0.5"), sensor={"id": 6179}, timestamp="2024-03-01 10:15:32"),
+               _body(("lat", "48.1"), ("lon", "9.1"), sensor={"id": 6181}, timestamp="2024-03-01 10:15:40"),
+               _body(("temperature", "4.5"), sensor={"id": 6180}, timestamp="2024-03-01 10:16:32")]
+    readings = _decode(records, device_id="")
+    assert [(r.device_id, r.quantity, r.value, r.ts // 10**9) for r in readings] == [
+        ("sensor-community-6179", "pm10", 1.5, 1_709_288_132), ("sensor-community-6179", "pm2_5", 0.5, 1_709_288_132),
+        ("sensor-community-6180", "temperature", 4.5, 1_709_288_192)]
+
+
+def test_local_data_json_without_chip_id_gives_readings_without_a_device_id() -> None:
+    """data.json has no chip id: nothing is invented; the caller (route, decode command) decides."""
+    readings = _decode(_body(("SDS_P1", "27.73"), ("signal", "-41")), device_id="")
+    assert {(r.device_id, r.quantity) for r in readings} == {("", "pm10"), ("", "rssi")}
+
+
+def test_citygw_decode_prints_local_data_json_readings_without_device_id() -> None:
+    """`citygw decode --format airrohr --file data.json`: the readings, no device_id (the input has none)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data_json = Path(__file__).parent / "vectors" / "airrohr" / "local_data_json_without_id" / "input.json"
+    proc = subprocess.run([sys.executable, "-m", "gateway.cli", "decode", "--format", "airrohr", "--file",
+                           str(data_json)], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr
+    printed = orjson.loads(proc.stdout)
+    assert [(r["quantity"], r["value"]) for r in printed] == [
+        ("pm10", 27.73), ("pm2_5", 19.43), ("temperature", 17.0), ("relative_humidity", 34.1), ("rssi", -41.0)]
+    assert all("device_id" not in r for r in printed)
+    with_chip = subprocess.run([sys.executable, "-m", "gateway.cli", "decode", "--format", "airrohr", "--file",
+                                str(data_json), "--device-id", "kit-air-1"], capture_output=True, text=True,
+                               timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert with_chip.returncode == 0, with_chip.stderr
+    assert {r["device_id"] for r in orjson.loads(with_chip.stdout)} == {"kit-air-1"}

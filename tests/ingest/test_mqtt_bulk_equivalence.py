@@ -105,7 +105,7 @@ def test_bulk_and_paho_inputs_agree_on_30k_mutated_messages() -> None:
             size = rng.randint(1, 60)
             first[0] = pos  # a read's receipt times start at its first message's index, 1 ns apart
             bulk._last_ns = 0
-            bulk._handle([(1, mid, topic.encode(), payload) for mid, topic, payload in messages[pos:pos + size]])
+            bulk._handle([(1, mid, topic.encode(), payload, False) for mid, topic, payload in messages[pos:pos + size]])
             pos += size
         outbox = bytes(bulk._outbox)
     finally:

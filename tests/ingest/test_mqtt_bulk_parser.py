@@ -82,7 +82,7 @@ def test_spec_publish_example_topic_a_b_packet_id_10() -> None:
     # Figure 3.11: topic "a/b" = 00 03 61 2F 62, packet identifier 10 = 00 0A; QoS 1 → first byte 0x32.
     packet = bytes([0x32, 5 + 2 + 3, 0x00, 0x03, 0x61, 0x2F, 0x62, 0x00, 0x0A]) + b"xyz"
     pubs, ctrls, used = parse(packet)
-    assert pubs == [(1, 10, b"a/b", b"xyz")]
+    assert pubs == [(1, 10, b"a/b", b"xyz", False)]
     assert ctrls == [] and used == len(packet)
 
 
@@ -92,7 +92,7 @@ def test_publish_around_length_boundaries_parses_whole_and_waits_when_cut(payloa
     payload = bytes(random.Random(payload_len).randbytes(payload_len))
     packet = publish(b"t/x", payload, pid=65535)
     pubs, _, used = parse(packet)
-    assert pubs == [(1, 65535, b"t/x", payload)] and used == len(packet)
+    assert pubs == [(1, 65535, b"t/x", payload, False)] and used == len(packet)
     for cut in {1, 2, 3, len(packet) // 2, len(packet) - 1}:
         pubs, ctrls, used = parse(packet[:cut])
         assert (pubs, ctrls, used) == ([], [], 0)  # incomplete: nothing consumed, nothing emitted
@@ -100,7 +100,7 @@ def test_publish_around_length_boundaries_parses_whole_and_waits_when_cut(payloa
 
 def test_qos0_publish_has_no_packet_id() -> None:
     packet = publish(b"s/1", b"\x00\x01payload", qos=0)
-    assert parse(packet)[0] == [(0, 0, b"s/1", b"\x00\x01payload")]
+    assert parse(packet)[0] == [(0, 0, b"s/1", b"\x00\x01payload", False)]
 
 
 def test_control_packets_and_a_mixed_stream() -> None:
@@ -111,7 +111,7 @@ def test_control_packets_and_a_mixed_stream() -> None:
     stream = connack + publish(b"a", b"1", 1) + suback + pingresp + puback + publish(b"b", b"2", qos=0)
     pubs, ctrls, used = parse(stream + b"\x32")  # a lone first byte of the next packet stays pending
     assert used == len(stream)
-    assert pubs == [(1, 1, b"a", b"1"), (0, 0, b"b", b"2")]
+    assert pubs == [(1, 1, b"a", b"1", False), (0, 0, b"b", b"2", False)]
     assert [k for k, _ in ctrls] == [CONNACK, SUBACK, PINGRESP, 4]
     assert ctrls[1][1] == b"\x00\x01\x01\x80"
 
@@ -138,6 +138,31 @@ def test_malformed_packets_are_protocol_errors(data: bytes, why: str) -> None:
 def test_oversized_packet_is_refused_before_it_is_buffered() -> None:
     with pytest.raises(ProtocolError, match="exceeds"):
         parse_packets(b"\x30\x80\x80\x80\x01", [], [], max_packet=1_000_000)
+    with pytest.raises(ProtocolError, match="exceeds"):  # only a PUBLISH is skipped; a server's control packet is small
+        parse_packets(b"\x90\x80\x80\x80\x01", [], [], max_packet=1_000_000, oversized=[])
+
+
+def test_oversized_publish_is_reported_from_its_header_and_skipped_whole() -> None:
+    """With `oversized`: the header (topic, packet id) is enough; the count consumed covers the whole packet."""
+    big = publish(b"big/t", b"x" * 5000, pid=77)
+    after = publish(b"ok/t", b"1", pid=78)
+    found: list[tuple[int, int, bytes, int]] = []
+    pubs: list[Publish] = []
+    assert parse_packets(big[:4], pubs, [], max_packet=1000, oversized=found) == 0  # header not complete yet
+    assert found == []
+    head = big[:20]
+    used = parse_packets(head, pubs, [], max_packet=1000, oversized=found)
+    assert found == [(1, 77, b"big/t", len(big))] and used == len(big) > len(head) and pubs == []
+    found.clear()
+    used = parse_packets(big + after, pubs, [], max_packet=1000, oversized=found)  # whole: parsing goes on
+    assert found == [(1, 77, b"big/t", len(big))] and used == len(big) + len(after)
+    assert pubs == [(1, 78, b"ok/t", b"1", False)]
+
+
+def test_retain_flag_is_reported() -> None:
+    packet = bytearray(publish(b"r/t", b"1", pid=5))
+    packet[0] |= 0x01  # RETAIN (section 3.3.1.3)
+    assert parse(bytes(packet))[0] == [(1, 5, b"r/t", b"1", True)]
 
 
 def test_connect_subscribe_and_puback_encodings() -> None:
@@ -196,7 +221,7 @@ def test_random_bytes_only_ever_end_in_a_protocol_error(data: bytes, chunks: lis
     chunks = [*chunks, len(data)]
     pubs, _, outcome = _drive(data, chunks)
     assert outcome == "ok" or outcome.startswith("protocol error: ")
-    for qos, pid, topic, payload in pubs:
+    for qos, pid, topic, payload, _retain in pubs:
         assert qos in (0, 1) and (pid > 0) == (qos == 1) and isinstance(topic, bytes) and isinstance(payload, bytes)
 
 
@@ -262,9 +287,10 @@ def _source(batch: int = 1000) -> tuple[BulkMqttSource, Recorder]:
 def test_a_read_becomes_one_emitter_call_with_one_ack_and_exact_rejections() -> None:
     src, rec = _source()
     try:
-        good = [(1, 10 + i, f"bk/d{i}/json".encode(), json_mapping.encode(f"d{i}", TS - i, {"pm2_5": float(i)}))
-                for i in range(5)]
-        bad = [(1, 20, b"bk/x/json", b"{not json"), (1, 21, b"nowhere/at/all", b"{}"), (0, 0, b"bk/\xff/json", b"{}")]
+        good = [(1, 10 + i, f"bk/d{i}/json".encode(), json_mapping.encode(f"d{i}", TS - i, {"pm2_5": float(i)}),
+                 False) for i in range(5)]
+        bad = [(1, 20, b"bk/x/json", b"{not json", False), (1, 21, b"nowhere/at/all", b"{}", False),
+               (0, 0, b"bk/\xff/json", b"{}", False)]
         src._handle(good[:2] + bad + good[2:])
         assert len(rec.calls) == 1
         readings, ack = rec.calls[0]
@@ -284,7 +310,7 @@ def test_a_read_becomes_one_emitter_call_with_one_ack_and_exact_rejections() -> 
 def test_batches_are_bounded_and_acks_of_an_old_connection_are_dropped() -> None:
     src, rec = _source(batch=3)
     try:
-        msgs = [(1, i + 1, b"bk/d/json", json_mapping.encode("d", TS + i, {"pm2_5": 1.0})) for i in range(7)]
+        msgs = [(1, i + 1, b"bk/d/json", json_mapping.encode("d", TS + i, {"pm2_5": 1.0}), False) for i in range(7)]
         src._handle(msgs)
         assert [len(r) for r, _ in rec.calls] == [3, 3, 1]
         rec.calls[0][1]()
@@ -303,8 +329,8 @@ def test_receipt_times_are_distinct_within_and_across_reads() -> None:
     try:
         # Tasmota SENSOR payloads carry no usable event time here (no Time field): receipt time stamps them.
         payload = b'{"SDS0X1": {"PM2.5": 3.1, "PM10": 5.2}}'
-        src._handle([(0, 0, b"tas/t1/SENSOR", payload)] * 3)
-        src._handle([(0, 0, b"tas/t1/SENSOR", payload)] * 2)
+        src._handle([(0, 0, b"tas/t1/SENSOR", payload, False)] * 3)
+        src._handle([(0, 0, b"tas/t1/SENSOR", payload, False)] * 2)
         stamps = [r.ts for readings, _ in rec.calls for r in readings if r.quantity == "pm2_5"]
         assert stamps == [TS, TS + 1, TS + 2, TS + 3, TS + 4]
         assert src._unacked == 6 + 4  # readings not yet acked (3 + 2 messages of 2 readings each)
@@ -335,7 +361,7 @@ def test_a_read_of_many_multi_reading_messages_is_cut_at_2000_readings() -> None
     src, rec = _source()
     try:
         values = {q: 1.0 for q in ("pm2_5", "pm10", "pm1_0", "temperature", "no2", "o3", "co2", "pressure")}
-        msgs = [(1, i + 1, b"bk/d/json", json_mapping.encode("d", TS + i, values)) for i in range(600)]
+        msgs = [(1, i + 1, b"bk/d/json", json_mapping.encode("d", TS + i, values), False) for i in range(600)]
         src._handle(msgs)  # 600 messages × 8 readings: 4,800 readings in one read
         assert [len(r) for r, _ in rec.calls] == [2000, 2000, 800]  # 250, 250 and 100 messages
         for _, ack in rec.calls:
