@@ -1,9 +1,12 @@
-"""Event-time tumbling windows with a watermark and grace; the core owns windows, late data and closing.
+"""Event-time tumbling windows with a watermark per source and grace; the core owns windows, late data and closing.
 
-A reading falls in the window of its event time. A window [start, end) closes once the watermark passes
-end + grace; a reading arriving for an already closed window is *late*: counted, kept raw in the journal,
-and not folded into the (already published) KPI. Daily windows follow the kit's local time zone, so a day is
-23 or 25 hours long across DST changes.
+A reading falls in the window of its event time. Each source (device) has its own watermark: the newest event
+time it sent, bounded by the wall clock; once the source is idle, the wall clock minus the source's usual delay
+drives it, so its windows still close. A window [start, end) of a source closes once that source's watermark
+passes end + grace; a reading arriving for an already closed window is *late* for that window: counted per
+window length, kept raw in the journal, and not folded into the (already published) KPI. One device that
+lags (a LoRaWAN network server, a logger uploading in batches) or runs ahead therefore never costs the others
+their windows. Daily windows follow the kit's local time zone, so a day is 23 or 25 hours long across DST.
 """
 
 from __future__ import annotations
@@ -78,25 +81,50 @@ class _Bucket:
 
 
 SeriesKey = tuple[str, str, str]  # device_id, quantity, unit
+BucketKey = tuple[SeriesKey, WindowSpec, int]  # series, window size, window start
+
+
+class _Source:
+    """Event-time state of one source (device): its watermark inputs, horizon and open buckets by end."""
+
+    __slots__ = ("by_end", "ends", "horizon", "lag", "max_event", "received")
+
+    def __init__(self, horizon: int) -> None:
+        self.horizon = horizon  # every window of this source ending at or before it is closed
+        self.max_event = 0  # the newest event time it sent
+        self.lag = 0  # receipt minus event time of the oldest reading of its latest batch (>= 0)
+        self.received = 0  # receipt time of its latest batch (wall clock, ns)
+        # Open buckets grouped by window end, and a heap of those ends: closing costs what closes, not
+        # what is open (10,000 devices keep 100,000 buckets open).
+        self.by_end: dict[int, list[BucketKey]] = {}
+        self.ends: list[int] = []
 
 
 class WindowEngine:
     """Folds readings into open windows and emits KPI points when the watermark closes them."""
 
-    def __init__(self, specs: Iterable[WindowSpec], grace_ns: int, timezone: str = "UTC") -> None:
+    def __init__(self, specs: Iterable[WindowSpec], grace_ns: int, timezone: str = "UTC",
+                 max_lag_ns: int = 86_400_000_000_000, max_late_sources: int = 10_000) -> None:
         self.specs = tuple(specs)
         self.grace_ns = grace_ns
         self.tz = ZoneInfo(timezone)
-        self._open: dict[tuple[SeriesKey, WindowSpec, int], _Bucket] = {}
-        # Open buckets grouped by window end, and a heap of those ends: closing costs what closes, not
-        # what is open (10,000 devices keep 100,000 buckets open).
-        self._by_end: dict[int, list[tuple[SeriesKey, WindowSpec, int]]] = {}
-        self._ends: list[int] = []
+        # While the wall clock drives, no source's watermark trails it by more than this: a device whose
+        # clock is stuck in the past cannot hold its windows (and the journal readings they need) open.
+        self.max_lag_ns = max_lag_ns
+        self._open: dict[BucketKey, _Bucket] = {}
+        self._sources: dict[str, _Source] = {}
+        self._floor = 0  # horizon of advance(): applies to every source, seen or not
         # One meter state machine per series and window size (aggregators/counters.py: resets, jitter).
         self._counters: dict[tuple[SeriesKey, WindowSpec], CounterDelta] = {}
         self._tags: dict[SeriesKey, dict[str, str]] = {}
         self.closed_until: dict[str, int] = {s.label: 0 for s in self.specs}
-        self.late = 0
+        self.late = 0  # readings late for every window (kept raw only)
+        self.late_by_window: dict[str, int] = {s.label: 0 for s in self.specs}  # late for that window length
+        self.late_by_source: dict[tuple[str, str], int] = {}  # (device, window label) -> late readings
+        self.max_late_sources = max_late_sources
+        # (device, window label, event time, that source's horizon) of the first late reading per device and
+        # window, for the caller to log; drained by take_first_late().
+        self._first_late: list[tuple[str, str, int, int]] = []
         self.counter_resets = 0
 
     def window_of(self, spec: WindowSpec, ts_ns: int) -> tuple[int, int]:
@@ -111,24 +139,43 @@ class WindowEngine:
         start = ts_ns - ts_ns % spec.size_ns
         return start, start + spec.size_ns
 
-    def add(self, reading: Reading) -> bool:
-        """Fold one reading into its windows; False (and counted) when it is late for every window."""
-        key = (reading.device_id, reading.quantity, reading.unit)
+    def add(self, reading: Reading, received_ns: int | None = None) -> bool:
+        """Fold one reading into its source's open windows; False (and counted) when it is late for every window.
+
+        `received_ns` (the wall-clock receipt time) teaches the source's usual delay; a replay passes None.
+        """
+        device = reading.device_id
+        src = self._sources.get(device)
+        if src is None:
+            src = self._sources[device] = _Source(self._floor)
+        ts = reading.ts
+        if received_ns is not None:
+            delay = received_ns - ts
+            if received_ns != src.received:  # a new batch: its delay replaces the last one's
+                src.received = received_ns
+                src.lag = max(0, delay)
+            elif delay > src.lag:
+                src.lag = delay
+        if ts > src.max_event:
+            src.max_event = ts
+        key = (device, reading.quantity, reading.unit)
+        horizon = src.horizon
         taken = False
         for spec in self.specs:
-            start, end = self.window_of(spec, reading.ts)
-            if end <= self.closed_until[spec.label]:
+            start, end = self.window_of(spec, ts)
+            if end <= horizon:
+                self._count_late(device, spec.label, ts, horizon)
                 continue
             bucket_key = (key, spec, start)
             bucket = self._open.get(bucket_key)
             if bucket is None:
                 bucket = self._open[bucket_key] = _Bucket(end)
-                due = self._by_end.get(end)
+                due = src.by_end.get(end)
                 if due is None:
-                    due = self._by_end[end] = []
-                    heapq.heappush(self._ends, end)
+                    due = src.by_end[end] = []
+                    heapq.heappush(src.ends, end)
                 due.append(bucket_key)  # the same tuple object as the dict key: no second copy
-            bucket.pairs.append(reading.ts - start)
+            bucket.pairs.append(ts - start)
             bucket.pairs.append(reading.value)
             taken = True
         if taken:
@@ -137,6 +184,29 @@ class WindowEngine:
         else:
             self.late += 1
         return taken
+
+    def _count_late(self, device: str, label: str, ts: int, horizon: int) -> None:
+        self.late_by_window[label] += 1
+        key = (device, label)
+        n = self.late_by_source.get(key)
+        if n is not None:
+            self.late_by_source[key] = n + 1
+        elif len(self.late_by_source) < self.max_late_sources:  # bounded: beyond it only per-window counts
+            self.late_by_source[key] = 1
+            if len(self._first_late) < 1000:
+                self._first_late.append((device, label, ts, horizon))
+
+    def take_first_late(self) -> list[tuple[str, str, int, int]]:
+        """(device, window, event time, horizon) of each first late reading per device and window since last call."""
+        out, self._first_late = self._first_late, []
+        return out
+
+    def clear_late(self) -> None:
+        """Forget late counts (after a replay: those readings were counted in the run that journaled them)."""
+        self.late = 0
+        self.late_by_window = dict.fromkeys(self.late_by_window, 0)
+        self.late_by_source.clear()
+        self._first_late.clear()
 
     def seed_counter(self, reading: Reading) -> None:
         """Remember a cumulative meter value as the baseline of windows after it (rebuild after a restart).
@@ -148,8 +218,10 @@ class WindowEngine:
         if q is None or not q.cumulative:
             return
         key = (reading.device_id, reading.quantity, reading.unit)
+        src = self._sources.get(reading.device_id)
+        horizon = src.horizon if src is not None else self._floor
         for spec in self.specs:
-            if self.window_of(spec, reading.ts)[1] <= self.closed_until[spec.label]:
+            if self.window_of(spec, reading.ts)[1] <= horizon:
                 self._counter(key, spec).update(reading.ts, reading.value)
 
     def _counter(self, key: SeriesKey, spec: WindowSpec) -> CounterDelta:
@@ -159,26 +231,90 @@ class WindowEngine:
         return counter
 
     def advance(self, watermark_ns: int) -> list[KpiPoint]:
-        """Close every window whose end + grace <= watermark; return their KPI points (oldest first)."""
+        """Close every window, of every source, whose end + grace <= watermark; return their KPI points."""
         horizon = watermark_ns - self.grace_ns
-        due: list[tuple[SeriesKey, WindowSpec, int]] = []
-        while self._ends and self._ends[0] <= horizon:
-            due.extend(self._by_end.pop(heapq.heappop(self._ends)))
-        due.sort(key=lambda k: (k[2], k[1].size_ns, k[0]))
-        points = [self._close(k) for k in due]
+        if horizon > self._floor:
+            self._floor = horizon
+        due: list[BucketKey] = []
+        for src in self._sources.values():
+            self._raise(src, horizon, due)
         for spec in self.specs:
             # Everything that ends at or before the horizon is closed now, buckets or not.
             start, end = self.window_of(spec, horizon)
             closed = start if end > horizon else end
             if closed > self.closed_until[spec.label]:
                 self.closed_until[spec.label] = closed
-        return points
+        return self._close_all(due)
+
+    def advance_sources(self, now_ns: int, idle_ns: int, wall_clock: bool = True) -> list[KpiPoint]:
+        """Move each source's watermark and close what it passed (end + grace); return the KPI points.
+
+        A source's watermark is its newest event time, never beyond `now_ns`. With `wall_clock`, a source that
+        sent nothing for `idle_ns` follows the wall clock minus its usual delay, and none trails the wall clock
+        by more than `max_lag_ns`; without it (an input with a backlog is down) only event time moves it.
+        """
+        due: list[BucketKey] = []
+        grace = self.grace_ns
+        lowest = now_ns - self.max_lag_ns
+        for src in self._sources.values():
+            watermark = src.max_event if src.max_event < now_ns else now_ns
+            if wall_clock:
+                if now_ns - src.received >= idle_ns and now_ns - src.lag > watermark:
+                    watermark = now_ns - src.lag
+                if watermark < lowest:
+                    watermark = lowest
+            if watermark - grace > src.horizon:
+                self._raise(src, watermark - grace, due)
+        return self._close_all(due)
+
+    @staticmethod
+    def _raise(src: _Source, horizon: int, due: list[BucketKey]) -> None:
+        if horizon > src.horizon:
+            src.horizon = horizon
+        ends = src.ends
+        while ends and ends[0] <= horizon:
+            due.extend(src.by_end.pop(heapq.heappop(ends)))
+
+    def _close_all(self, due: list[BucketKey]) -> list[KpiPoint]:
+        due.sort(key=lambda k: (k[2], k[1].size_ns, k[0]))
+        return [self._close(k) for k in due]
 
     def open_since(self) -> int:
         """Event time from which readings must be replayed to rebuild every open window."""
+        sources = list(self._sources.values())  # one C-level copy: housekeeping calls this from its thread
+        if sources:
+            return min(src.horizon for src in sources)
         return min(self.closed_until.values(), default=0)
 
-    def _close(self, k: tuple[SeriesKey, WindowSpec, int]) -> KpiPoint:
+    def source_state(self) -> dict[str, list[int]]:
+        """Each source's horizon, newest event time and usual delay, to persist with the closed windows."""
+        return {device: [src.horizon, src.max_event, src.lag] for device, src in self._sources.items()}
+
+    def restore_sources(self, state: dict[str, list[int]], now_ns: int) -> None:
+        """Restore what source_state() returned (before replaying the journal); idle time counts from `now_ns`."""
+        for device, (horizon, max_event, lag) in state.items():
+            src = self._sources.get(device)
+            if src is None:
+                src = self._sources[device] = _Source(self._floor)
+            src.horizon = max(src.horizon, int(horizon))
+            src.max_event = max(src.max_event, int(max_event))
+            src.lag = int(lag)
+            src.received = now_ns
+
+    def restore_floor(self, closed_until: dict[str, int]) -> None:
+        """Restore the horizon of a journal written before per-source watermarks (every source shares it)."""
+        for label, value in closed_until.items():
+            if label in self.closed_until:
+                self.closed_until[label] = int(value)
+        self._floor = max(self._floor, min(self.closed_until.values(), default=0))
+        for src in self._sources.values():
+            src.horizon = max(src.horizon, self._floor)
+
+    def source_horizons(self) -> dict[str, int]:
+        """Each source's horizon (windows ending at or before it are closed), for the status page."""
+        return {device: src.horizon for device, src in self._sources.items()}
+
+    def _close(self, k: BucketKey) -> KpiPoint:
         key, spec, start = k
         bucket = self._open.pop(k)
         end = bucket.end

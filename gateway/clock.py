@@ -1,14 +1,18 @@
-"""The gateway's view of time: wall-clock jumps and an unset clock are detected and reported, never ignored."""
+"""The gateway's view of time: wall-clock jumps, an unset clock and devices whose clocks sit far from ours are
+detected and reported, never ignored."""
 
 from __future__ import annotations
 
 import logging
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from ingest.validate import MIN_PLAUSIBLE_NS
 
-__all__ = ["ClockWatch"]
+__all__ = ["ClockOffsets", "ClockWatch", "likely_cause"]
 
 log = logging.getLogger("citygw.clock")
 
@@ -54,3 +58,80 @@ class ClockWatch:
         if not self.synchronised:
             return "NOT synchronised (before 2020)"
         return f"ok, {len(self.jumps)} jump(s) seen"
+
+
+_ZONE_STEP_S = 900  # time zones differ from UTC by whole quarter hours (India +5:30, Nepal +5:45)
+
+
+def likely_cause(offset_s: float, spread_s: float) -> str:
+    """Why a device's event times sit `offset_s` behind receipt (negative: ahead), for a technician."""
+    quarters = round(offset_s / _ZONE_STEP_S)
+    if quarters and abs(offset_s - quarters * _ZONE_STEP_S) <= 90 and spread_s <= 180:
+        return (f"a time zone mistake ({abs(quarters) / 4:g} h): the device, or the route's `timezone` option, "
+                "labels local time as UTC or UTC as local time; make them agree")
+    if offset_s > 0:
+        return ("the device's clock is behind, or it delivers late (a LoRaWAN network server, a logger "
+                "uploading in batches); set its clock, or raise aggregation.grace if the delay is normal")
+    return "the device's clock is ahead; set its clock (NTP)"
+
+
+class ClockOffsets:
+    """Per device: how far event times sit from receipt time; a steady large offset is reported once.
+
+    A sample is receipt time minus the newest event time of one batch of the device (older readings in a
+    batch are backlog, not clock error). A device is reported once its last `samples` samples all lie beyond
+    `threshold_s` on the same side: one log line naming the device, the offset and the likely cause, the
+    `on_offset` callback (a metric) and `reported()` (the status page). It is cleared, and logged once, when
+    its samples all lie within the threshold again. At most `max_devices` devices are followed (bounded).
+    """
+
+    def __init__(self, on_offset: Callable[[str, float], None] = lambda device, offset_s: None,
+                 threshold_s: float = 120.0, samples: int = 5, max_devices: int = 10_000) -> None:
+        self.on_offset = on_offset
+        self.threshold_ns = int(threshold_s * 1e9)
+        self.samples = samples
+        self.max_devices = max_devices
+        self._recent: dict[str, deque[int]] = {}
+        self._reported: dict[str, tuple[float, str]] = {}  # device -> (offset in s, likely cause)
+
+    def observe(self, device_id: str, offset_ns: int) -> None:
+        """Record one sample: receipt time minus event time (positive: the event time is behind)."""
+        recent = self._recent.get(device_id)
+        if recent is None:
+            if len(self._recent) >= self.max_devices:
+                return
+            recent = self._recent[device_id] = deque(maxlen=self.samples)
+        recent.append(offset_ns)
+        if len(recent) < self.samples:
+            return
+        far = self.threshold_ns
+        if all(o > far for o in recent) or all(o < -far for o in recent):
+            if device_id not in self._reported:
+                self._report(device_id, recent)
+        elif device_id in self._reported and all(abs(o) <= far for o in recent):
+            del self._reported[device_id]
+            self.on_offset(device_id, 0.0)
+            log.info("device %s: event times agree with receipt time again (within %.0f s)", device_id,
+                     far / 1e9)
+
+    def _report(self, device_id: str, recent: deque[int]) -> None:
+        offset_s = statistics.median(recent) / 1e9
+        cause = likely_cause(offset_s, (max(recent) - min(recent)) / 1e9)
+        self._reported[device_id] = (offset_s, cause)
+        self.on_offset(device_id, offset_s)
+        side = "behind" if offset_s > 0 else "ahead of"
+        log.warning("device %s: its event times sit %s receipt time by %s (%.0f s, last %d batches); likely "
+                    "cause: %s", device_id, side, _span(abs(offset_s)), offset_s, len(recent), cause)
+
+    def reported(self) -> list[dict[str, Any]]:
+        """Devices whose clock offset is reported now: id, offset in seconds (positive: behind), likely cause."""
+        reported = list(self._reported.items())  # one C-level copy: the ingest thread writes it
+        return [{"device": d, "offset_s": round(o, 1), "cause": c} for d, (o, c) in sorted(reported)]
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.0f} s"

@@ -410,7 +410,8 @@ class _RoutePublisher:
             fields = payload_values(fmt, sample)
             text = line_protocol.format_line("air", {tag: device}, fields, ts_ns)
             return text.encode(), fields
-        _, payload = make_payload(fmt, self.seed, ts_ns, device)
+        # A device stamping local time (Tasmota) is set to the zone its route's `timezone` option names.
+        _, payload = make_payload(fmt, self.seed, ts_ns, device, str(options.get("timezone", "UTC")))
         return payload, payload_values(fmt, payload)
 
     def _run(self) -> None:

@@ -1,7 +1,9 @@
 """Simulated MQTT devices: realistic, seeded payloads for every MQTT format, published at a rate (QoS 1).
 
-- `make_payload(fmt, seed, ts_ns, device) -> (topic, payload)`: one message, deterministic for its arguments,
-  built with the format's own `encode` (no broker needed; tests use it directly).
+- `make_payload(fmt, seed, ts_ns, device, timezone="UTC") -> (topic, payload)`: one message, deterministic for
+  its arguments, built with the format's own `encode` (no broker needed; tests use it directly). `timezone` is
+  the zone of a device that stamps local time without an offset (Tasmota's `Time`): give it the route's
+  `timezone` option, as a real device configured for that zone would send.
 - `make_faulty_payload(..., fault)`: the same message with one injected fault (see `FAULTS`).
 - `run_publisher(host, port, fmt, rate_hz, count, seed, topic_prefix) -> PublisherStats`: connect with
   paho-mqtt 2 (CallbackAPIVersion.VERSION2), publish, wait for the PUBACKs, disconnect; the stats count what
@@ -24,6 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -94,7 +97,13 @@ def _iso(ts_ns: int, local_offset_s: int = 0, with_z: bool = True) -> str:
     return text + ("Z" if with_z else "")
 
 
-def _build(fmt: str, seed: int, ts_ns: int, device: str) -> _Built:
+def _local_iso(ts_ns: int, timezone: str) -> str:
+    """Wall-clock time in `timezone`, without an offset (what Tasmota puts in `Time`)."""
+    local = datetime.fromtimestamp(ts_ns // 1_000_000_000, UTC).astimezone(ZoneInfo(timezone))
+    return local.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _build(fmt: str, seed: int, ts_ns: int, device: str, timezone: str = "UTC") -> _Built:
     rng = _rng(seed, fmt, device, ts_ns)
     air = _air(rng, ts_ns)
     if fmt == "json":
@@ -145,8 +154,9 @@ def _build(fmt: str, seed: int, ts_ns: int, device: str) -> _Built:
                 "Current": round(power / voltage / 0.95, 3),
             },
         }
-        # Tasmota sends local time without an offset; the simulated device runs on UTC.
-        doc = orjson.loads(tasmota.encode(sensors, local_time=_iso(ts_ns, with_z=False)))
+        # Tasmota sends local time without an offset, in the zone it is configured for: the same zone the
+        # route's `timezone` option names, or the gateway would place every reading hours off.
+        doc = orjson.loads(tasmota.encode(sensors, local_time=_local_iso(ts_ns, timezone)))
         read = ("PM2.5", "PM10", "Temperature", "Humidity", "Pressure", "Total", "Power", "Factor", "Voltage")
         paths = [(obj, key) for obj, values in sensors.items() for key in values if key in read]
         return _Built(f"tele/{device}/SENSOR", doc, paths, [(obj,) for obj in sensors])
@@ -202,12 +212,13 @@ def _prefixed(prefix: str, topic: str) -> str:
     return f"{prefix.strip('/')}/{topic}" if prefix.strip("/") else topic
 
 
-def make_payload(fmt: str, seed: int, ts_ns: int, device: str) -> tuple[str, bytes]:
-    """One realistic message of format `fmt` from `device` at `ts_ns`; same arguments, same bytes."""
+def make_payload(fmt: str, seed: int, ts_ns: int, device: str, timezone: str = "UTC") -> tuple[str, bytes]:
+    """One realistic message of format `fmt` from `device` at `ts_ns` (local times in `timezone`); same
+    arguments, same bytes."""
     if fmt == "line_protocol":
         values = _line_values(seed, ts_ns, device)
         return f"influx/{device}", line_protocol.encode(device, ts_ns, values, "air")
-    built = _build(fmt, seed, ts_ns, device)
+    built = _build(fmt, seed, ts_ns, device, timezone)
     return built.topic, orjson.dumps(built.doc)
 
 
