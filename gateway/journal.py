@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -20,7 +21,7 @@ import orjson
 from aggregators.kpi import KpiPoint
 from devices.reading import Reading
 
-__all__ = ["KIND_KPI", "KIND_READING", "Entry", "Journal"]
+__all__ = ["KIND_KPI", "KIND_READING", "Entry", "Journal", "WriteFailure", "is_disk_full"]
 
 log = logging.getLogger("citygw.journal")
 
@@ -28,6 +29,80 @@ KIND_READING = 0
 KIND_KPI = 1
 
 Synchronous = Literal["off", "normal", "full"]
+
+MIB = 1024 * 1024
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether SQLite failed because the journal's filesystem is full (SQLITE_FULL)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc)
+
+
+def wal_budget(max_bytes: int) -> int:
+    """The part of `journal.max_size` kept for the WAL (1/8 of it, at least 1 MiB or 1/4, at most 64 MiB).
+
+    The WAL holds every page written since the last checkpoint; the housekeeping thread checkpoints it
+    back to zero bytes (TRUNCATE) whenever it passes half of this, so entries get the rest of the cap.
+    """
+    if max_bytes <= 0:
+        return 64 * MIB
+    return min(64 * MIB, max(max_bytes // 8, min(MIB, max_bytes // 4)))
+
+
+class WriteFailure:
+    """A journal connection's current write failure: logged once when it starts and once when it ends.
+
+    `reason` is what the health check shows ("disk full"), None while writes succeed. `count` is called
+    with the reason of every failed attempt (the metric); the log never repeats per retry.
+    """
+
+    def __init__(self, what: str, path: Path, consequence: str,
+                 count: Callable[[str], None] = lambda reason: None) -> None:
+        self.what = what
+        self.path = path
+        self.consequence = consequence
+        self.count = count
+        self.reason: str | None = None
+        self.since = 0.0
+        self.failures = 0
+
+    def failed(self, exc: sqlite3.Error) -> None:
+        """Record a failed attempt; log it if it starts a failure (or changes its reason)."""
+        reason = "disk full" if is_disk_full(exc) else f"{type(exc).__name__}: {exc}"
+        self.failures += 1
+        self.count("disk_full" if reason == "disk full" else "other")
+        if reason == self.reason:
+            return
+        if self.reason is None:
+            self.since = time.monotonic()
+        self.reason = reason
+        if reason == "disk full":
+            try:
+                free = f"{shutil.disk_usage(self.path.parent).free / MIB:.1f} MiB free"
+            except OSError:
+                free = "free space unknown"
+            log.error("%s %s: cannot write: the disk is full (%s on %s). %s Retrying until space returns; "
+                      "free space on that filesystem, or lower journal.max_size so that the cap drops the "
+                      "oldest entries first.", self.what, self.path, free, self.path.parent, self.consequence)
+        else:
+            log.error("%s %s: cannot write (%s). %s Retrying; check the disk and permissions of %s.",
+                      self.what, self.path, reason, self.consequence, self.path.parent)
+
+    def succeeded(self) -> None:
+        """Record a successful write; log the recovery once."""
+        if self.reason is not None:
+            log.warning("%s %s: writing again after %.0f s (%d failed attempts: %s)", self.what, self.path,
+                        time.monotonic() - self.since, self.failures, self.reason)
+            self.reason = None
+            self.failures = 0
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    # SQLite rolls a transaction back by itself on some errors (SQLITE_FULL among them); a ROLLBACK then
+    # fails with "cannot rollback - no transaction is active" and would hide the real error.
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -121,6 +196,7 @@ class Journal:
         self.path = Path(path)
         self.synchronous = synchronous
         self.max_bytes = max_bytes
+        self.wal_budget = wal_budget(max_bytes)
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._open(synchronous)
@@ -157,6 +233,9 @@ class Journal:
             # Checkpoints normally run inside whichever commit crosses 1000 WAL pages, stalling it; the
             # pipeline's housekeeping thread checkpoints every second instead (this is the safety net).
             db.execute("PRAGMA wal_autocheckpoint=20000")
+            # After a checkpoint that empties the WAL, SQLite shrinks the file to this size (it would
+            # otherwise keep the file at its largest size, and the disk cap would not see that space).
+            db.execute(f"PRAGMA journal_size_limit={self.wal_budget // 2}")
             quick = db.execute("PRAGMA quick_check").fetchone()
             if quick is None or quick[0] != "ok":
                 raise sqlite3.DatabaseError(f"integrity check failed: {quick}")
@@ -188,7 +267,7 @@ class Journal:
                 last = db.execute("SELECT seq FROM sqlite_sequence WHERE name='entries'").fetchone()
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
         return int(last[0]) if last else 0
 
@@ -276,6 +355,17 @@ class Journal:
 
     # -- housekeeping --------------------------------------------------------------------------------------
 
+    def wal_bytes(self) -> int:
+        """Size of the WAL file (0 when there is none)."""
+        try:
+            return os.stat(f"{self.path}-wal").st_size
+        except FileNotFoundError:
+            return 0
+
+    def size_bytes(self) -> int:
+        """What counts against `max_bytes`: the database pages in use plus the WAL file."""
+        return self.used_bytes() + self.wal_bytes()
+
     def used_bytes(self) -> int:
         """Bytes of the database in use (pages minus free pages), excluding the WAL."""
         with self._lock:
@@ -312,9 +402,22 @@ class Journal:
                 return deleted
 
     def checkpoint(self) -> None:
-        """Copy the WAL into the database without blocking writers (PASSIVE), so the WAL stays small."""
+        """Copy the WAL into the database (PASSIVE: writers go on); empty it once it passes half its budget.
+
+        Under a steady write load a PASSIVE checkpoint rarely finds the moment when no commit follows it,
+        so SQLite never starts the WAL over and it grows without bound (16 MB beside a 4 MB database was
+        seen). TRUNCATE waits, at most 2 s, for a quiet moment, copies what is left and empties the file;
+        the ingest thread's next commit waits for it (a few milliseconds: PASSIVE has just run).
+        """
         with self._lock:
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        if self.wal_bytes() > self.wal_budget // 2:
+            with self._lock:
+                self._db.execute("PRAGMA busy_timeout=2000")
+                try:
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                finally:
+                    self._db.execute("PRAGMA busy_timeout=30000")
 
     def enforce_cap(self, sinks: Sequence[str], batch: int = 5000) -> int:
         """Drop the oldest entries while the journal is over `max_bytes`; returns how many undelivered were lost.
@@ -323,10 +426,16 @@ class Journal:
         delivered it is counted in meta `dropped_undelivered` and logged. Entries all sinks have delivered
         go first, so the cap never costs data while sinks keep up.
         """
-        if self.max_bytes <= 0 or self.used_bytes() <= self.max_bytes:
+        if self.max_bytes <= 0:
+            return 0
+        # The WAL counts (issue: the disk filled with a WAL four times the cap): entries get the cap minus
+        # the WAL's budget, or minus the WAL as it is when a checkpoint could not empty it yet (but never
+        # less than half the cap, so a WAL that is briefly large cannot make the cap drop everything).
+        budget = self.max_bytes - min(max(self.wal_bytes(), self.wal_budget), self.max_bytes // 2)
+        if self.used_bytes() <= budget:
             return 0
         lost = 0
-        while (used := self.used_bytes()) > self.max_bytes:
+        while (used := self.used_bytes()) > budget:
             with self._lock:
                 db = self._db
                 placeholders = ",".join("?" * len(sinks)) or "''"
@@ -338,23 +447,28 @@ class Journal:
                 rows = int(db.execute("SELECT count(*) FROM entries").fetchone()[0])
                 # Drop about as many of the oldest entries as the excess holds, not a whole batch: the cap
                 # must cost no more data than it has to (used/rows over-estimates an entry, so no overshoot).
-                step = max(1, min(batch, (used - self.max_bytes) * rows // max(used, 1)))
+                step = max(1, min(batch, (used - budget) * rows // max(used, 1)))
                 ids = [r[0] for r in db.execute(
                     "SELECT seq FROM entries ORDER BY seq LIMIT ?", (step,)).fetchall()]
                 if not ids:
                     break
                 db.execute("BEGIN IMMEDIATE")
-                db.execute("DELETE FROM entries WHERE seq <= ?", (ids[-1],))
-                undelivered = sum(1 for s in ids if s > floor)
-                if undelivered:
-                    prev = db.execute("SELECT value FROM meta WHERE key='dropped_undelivered'").fetchone()
-                    total = (int(prev[0]) if prev else 0) + undelivered
-                    db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('dropped_undelivered', ?)",
-                               (str(total),))
-                db.execute("COMMIT")
+                try:
+                    db.execute("DELETE FROM entries WHERE seq <= ?", (ids[-1],))
+                    undelivered = sum(1 for s in ids if s > floor)
+                    if undelivered:
+                        prev = db.execute("SELECT value FROM meta WHERE key='dropped_undelivered'").fetchone()
+                        total = (int(prev[0]) if prev else 0) + undelivered
+                        db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('dropped_undelivered', ?)",
+                                   (str(total),))
+                    db.execute("COMMIT")
+                except BaseException:
+                    _rollback(db)
+                    raise
             lost += undelivered
+        self.checkpoint()  # the deletions went to the WAL: copy them back so the WAL does not hold the space
         if lost:
-            log.warning("journal over its cap of %d bytes: dropped the %d oldest undelivered entries "
-                        "(total dropped: %s). Raise journal.max_size or restore the uplink.",
+            log.warning("journal over its cap of %d bytes (WAL included): dropped the %d oldest undelivered "
+                        "entries (total dropped: %s). Raise journal.max_size or restore the uplink.",
                         self.max_bytes, lost, self.get_meta("dropped_undelivered"))
         return lost

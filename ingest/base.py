@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Protocol
 
 from devices.reading import Reading
 
-__all__ = ["Emitter"]
+__all__ = ["Emitter", "ThreadStarter", "plain_thread"]
 
 
 class Emitter(Protocol):
@@ -24,3 +25,22 @@ class Emitter(Protocol):
     def device_state(self, device_id: str, available: bool, reason: str = "") -> None:
         """Report a device going unavailable (with why) or coming back."""
         ...
+
+
+class ThreadStarter(Protocol):
+    """Starts an owning thread: `body` is its whole loop and returns once `stop` is set.
+
+    The gateway passes its supervisor's `start` (gateway/supervisor.py: a crash is logged, counted and
+    restarted); a transport used on its own gets `plain_thread`.
+    """
+
+    def __call__(self, name: str, body: Callable[[], None], stop: threading.Event) -> threading.Thread:
+        """Start the thread and return it (for joining)."""
+        ...
+
+
+def plain_thread(name: str, body: Callable[[], None], stop: threading.Event) -> threading.Thread:
+    """An unsupervised daemon thread: for a transport used without a gateway (tests, tools)."""
+    thread = threading.Thread(target=body, name=name, daemon=True)
+    thread.start()
+    return thread

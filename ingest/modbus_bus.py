@@ -33,7 +33,7 @@ from devices.kind import DeviceKind, ModbusRead
 from devices.modbus_common import READ_FUNCTIONS, exception_name, exception_reply, read_reply, read_request
 from devices.reading import DecodeContext, DecodeError, Reading
 from devices.registry import get_kind
-from ingest.base import Emitter
+from ingest.base import Emitter, ThreadStarter, plain_thread
 
 __all__ = ["DeviceStats", "ModbusBus", "ModbusDevice", "default_inter_request_delay"]
 
@@ -118,11 +118,13 @@ class ModbusBus:
         reconnect_delay_max: float = 30.0,
         clock: Callable[[], int] = time.time_ns,
         quiet_pymodbus: bool = True,
+        start_thread: ThreadStarter = plain_thread,
     ) -> None:
         if timeout <= 0 or retries < 0 or quarantine_after < 1:
             raise ValueError("timeout must be > 0, retries >= 0 and quarantine_after >= 1")
         self.port = port
         self._emitter = emitter
+        self._start_thread = start_thread  # the gateway's supervisor restarts the bus thread after a crash
         self._clock = clock
         self._timeout = timeout
         self._retries = retries
@@ -201,8 +203,7 @@ class ModbusBus:
         for s in self._slaves:
             s.next_due = now
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"modbus-bus {self.port}", daemon=True)
-        self._thread.start()
+        self._thread = self._start_thread(f"modbus-bus {self.port}", self._run, self._stop)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop polling, join the thread and close the port (waits at most one request timeout)."""

@@ -20,7 +20,7 @@ import serial
 
 from devices.kind import DeviceKind
 from devices.reading import EMPTY_TAGS, DecodeContext, DecodeError
-from ingest.base import Emitter
+from ingest.base import Emitter, ThreadStarter, plain_thread
 
 __all__ = ["SerialDevice", "SerialPortOwner"]
 
@@ -47,7 +47,8 @@ class SerialPortOwner:
     """The only thread that touches its port."""
 
     def __init__(self, device: SerialDevice, emitter: Emitter, clock_ns: Callable[[], int] = time.time_ns,
-                 silence_s: float | None = None, reopen_max_s: float = 30.0) -> None:
+                 silence_s: float | None = None, reopen_max_s: float = 30.0,
+                 start_thread: ThreadStarter = plain_thread) -> None:
         if device.kind.framer is None:
             raise ValueError(f"device kind {device.kind.name} has no framer; it cannot be read as a stream")
         self.device = device
@@ -57,6 +58,7 @@ class SerialPortOwner:
         self.silence_s = silence_s or (3 * (device.poll_interval_s + device.timeout_s) if polled
                                        else max(10.0, 5 * device.timeout_s))
         self.reopen_max_s = reopen_max_s
+        self.start_thread = start_thread  # the gateway's supervisor restarts the owner after a decoder bug
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.frames = 0
@@ -64,9 +66,7 @@ class SerialPortOwner:
 
     def start(self) -> None:
         """Start the owner thread."""
-        self._thread = threading.Thread(target=self._run, name=f"citygw-serial-{self.device.device_id}",
-                                        daemon=True)
-        self._thread.start()
+        self._thread = self.start_thread(f"citygw-serial-{self.device.device_id}", self._run, self._stop)
 
     def stop(self) -> None:
         """Stop and close the port."""

@@ -6,7 +6,8 @@ names. Tests that kill, freeze or restart a server take the function-scoped `fre
 custom one with `server_factory`. Tests that use any server fixture are marked `integration` automatically
 (`pytest -m "not integration"` runs the rest).
 
-Every test also fails if it leaves a non-daemon thread running (daemon threads, such as paho's network loop
+Every test also fails if it leaves a thread of citygw's own running (named `citygw-…` or `modbus-bus …`,
+daemon or not), or any other non-daemon thread (other libraries' daemon threads, such as paho's network loop
 or pymodbus helpers, are tolerated); mark a test `allow_thread_leak` to opt out.
 """
 
@@ -36,6 +37,7 @@ SERVER_FIXTURES = frozenset(
     }
 )
 THREAD_JOIN_GRACE_S = 2.0
+OWN_THREAD_PREFIXES = ("citygw-", "modbus-bus ")  # the gateway's owning threads (gateway/supervisor.py)
 
 S = TypeVar("S", bound=Server)
 
@@ -57,7 +59,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(autouse=True)
 def _no_leaked_threads(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Fail a test that leaves a non-daemon thread running (after a short grace to finish)."""
+    """Fail a test that leaves one of citygw's threads, or any non-daemon thread, running (after a short grace)."""
     before = set(threading.enumerate())
     yield
     if request.node.get_closest_marker("allow_thread_leak"):
@@ -65,7 +67,9 @@ def _no_leaked_threads(request: pytest.FixtureRequest) -> Iterator[None]:
     deadline = time.monotonic() + THREAD_JOIN_GRACE_S
     leaked = []
     for thread in threading.enumerate():
-        if thread in before or thread.daemon or thread is threading.current_thread():
+        if thread in before or thread is threading.current_thread():
+            continue
+        if thread.daemon and not thread.name.startswith(OWN_THREAD_PREFIXES):
             continue
         thread.join(max(0.0, deadline - time.monotonic()))
         if thread.is_alive():

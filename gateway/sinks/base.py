@@ -5,13 +5,15 @@ from __future__ import annotations
 import enum
 import logging
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from gateway.journal import Entry, Journal
+from gateway.journal import Entry, Journal, is_disk_full
 from gateway.metrics import Metrics
+from ingest.base import ThreadStarter, plain_thread
 
 __all__ = ["Action", "Delivery", "Sink", "SinkError"]
 
@@ -60,10 +62,12 @@ class Delivery:
 
     def __init__(self, sink: Sink, journal: Journal, metrics: Metrics, batch_size: int = 5000,
                  flush_interval_s: float = 1.0, backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
-                 cursor_persist_s: float = 1.0, isolate_after: int = 3, dead_letter_after: int = 5) -> None:
+                 cursor_persist_s: float = 1.0, isolate_after: int = 3, dead_letter_after: int = 5,
+                 start_thread: ThreadStarter = plain_thread) -> None:
         self.sink = sink
         self.journal = journal
         self.metrics = metrics
+        self.start_thread = start_thread  # the gateway's supervisor restarts a delivery thread that crashes
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.backoff_initial_s = backoff_initial_s
@@ -91,8 +95,7 @@ class Delivery:
         start = getattr(self.sink, "start", None)  # optional: sinks without a connection of their own have none
         if callable(start):
             start()
-        self._thread = threading.Thread(target=self._run, name=f"citygw-sink-{self.sink.name}", daemon=True)
-        self._thread.start()
+        self._thread = self.start_thread(f"citygw-sink-{self.sink.name}", self._run, self._stop)
 
     def stop(self) -> None:
         """Stop after the current write; undelivered entries stay in the journal for next time."""
@@ -115,9 +118,16 @@ class Delivery:
         # idempotently (docs/reliability.md).
         if self.cursor != self._persisted and (
                 force or time.monotonic() - self._persisted_at >= self.cursor_persist_s):
-            self.journal.set_cursor(self.sink.name, self.cursor)
-            self._persisted = self.cursor
             self._persisted_at = time.monotonic()
+            try:
+                self.journal.set_cursor(self.sink.name, self.cursor)
+            except sqlite3.OperationalError as exc:
+                # A full disk: the cursor stays in memory and is written on a later round; a stale cursor
+                # only re-sends entries. The ingest thread reports the disk (health, log).
+                self.metrics.journal_write_errors.labels(
+                    f"sink-{self.sink.name}", "disk_full" if is_disk_full(exc) else "other").inc()
+                return
+            self._persisted = self.cursor
 
     def _run(self) -> None:
         cursor = self.cursor
