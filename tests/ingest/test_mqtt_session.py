@@ -191,3 +191,50 @@ def test_payload_without_a_device_id_is_refused_with_the_fix(kind: str, mosquitt
     finally:
         src.stop()
         _stop(pub)
+
+
+@pytest.mark.parametrize("kind", INPUTS)
+def test_gateway_forgets_a_removed_route_across_restarts_and_counts_takeovers(
+        kind: str, mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """Through the composition root: the record lives in data_dir, a config change unsubscribes on the next run,
+    and a takeover report lands in /metrics as citygw_mqtt_session_takeovers_total{client="in"}."""
+    from gateway.app import Gateway
+    from gateway.settings import load_settings
+
+    prefix = f"gw{kind}{time.time_ns() % 10**9}"
+
+    def config(*topics: str) -> Any:
+        routes = "".join(f'\n[[mqtt.routes]]\ntopic = "{t}"\nformat = "json"\ndevice_id = "{{2}}"\n' for t in topics)
+        path = tmp_path / "kit.toml"
+        path.write_text(f'[gateway]\nid = "{prefix}"\ndata_dir = "{tmp_path}/data"\nstatus_listen = ""\n\n'
+                        f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\ninput_client = "{kind}"\n'
+                        f'[mqtt.feed]\nenabled = false\n{routes}', encoding="utf-8")
+        return load_settings(path, env={})
+
+    keep, drop = f"{prefix}/keep/+/json", f"{prefix}/drop/+/json"
+    record = tmp_path / "data" / "mqtt-subscriptions.json"
+    gateway = Gateway(config(keep, drop))
+    gateway.start()
+    try:
+        wait_for(lambda: gateway.mqtt_source is not None and gateway.mqtt_source.connected, 15, "the MQTT input")
+        assert record.exists() and drop in record.read_text()
+    finally:
+        gateway.stop()
+    gateway = Gateway(config(keep))
+    gateway.start()
+    pub = _publisher(mosquitto.port)
+    try:
+        source = gateway.mqtt_source
+        assert source is not None
+        wait_for(lambda: source.memory.recorded() == [keep], 15, "the removed route's UNSUBACK")
+        assert drop not in record.read_text()
+        for t, p in [*messages(f"{prefix}/drop", 2), *messages(f"{prefix}/keep", 1, start=5)]:
+            pub.publish(t, p, qos=1).wait_for_publish(timeout=10)
+        wait_for(lambda: gateway.pipeline.accepted == 1, 15, "the reading of the kept route")
+        assert gateway.pipeline.rejected_count == 0
+        source.takeover.on_takeover()  # what a detected takeover calls (detection: the tests above)
+        value = gateway.metrics.registry.get_sample_value("citygw_mqtt_session_takeovers_total", {"client": "in"})
+        assert value == 1.0
+    finally:
+        _stop(pub)
+        gateway.stop()
