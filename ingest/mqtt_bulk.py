@@ -276,7 +276,7 @@ class BulkMqttSource:
         self.connect_attempts = 0
         self.topic_cache_clears = 0
         self.oversized = 0  # PUBLISHes over MAX_PACKET skipped (each counted as a rejection and acknowledged)
-        self.peak_buffered = 0  # the most bytes one connection's reassembly buffer held (bounded by MAX_PACKET)
+        self.peak_buffered = 0  # the most bytes the reassembly buffer has held (bounded by MAX_PACKET)
         self._skip = 0  # bytes of an oversized PUBLISH still to discard as they arrive
         # The session's subscriptions (unsubscribe routes removed from the config) and its other users.
         self.memory = SubscriptionMemory(session_file, opts.host, opts.port, opts.client_id)
@@ -486,7 +486,7 @@ class BulkMqttSource:
             self._unacked = 0  # acks of the old connection no longer count (see _make_ack)
             self._paused = False
         self._skip = 0
-        self.takeover.connected()
+        self.takeover.connected(self._failures)
         self._last_error = ""
         self._failures = 0
         log.info("connected to MQTT broker %s:%d (session present: %s)", o.host, o.port, bool(body[0] & 1))

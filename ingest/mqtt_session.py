@@ -99,10 +99,10 @@ class SubscriptionMemory:
 class TakeoverWatch:
     """Spots another client using our client id, and reports it once per episode.
 
-    `closes` broker-initiated closes, each of a connection younger than `window_s`, within `window_s` make an
-    episode under MQTT 3.1.1 (a broker restart closes a connection once, not again right after each
-    reconnect); an MQTT 5 DISCONNECT with reason 0x8E is one on its own. A connection that lasts `window_s`
-    ends the episode.
+    `closes` broker-initiated closes within `window_s`, each of a connection younger than `window_s` that was
+    opened at the first attempt, make an episode under MQTT 3.1.1: a twin is reachable the moment it throws us
+    off, whereas a restarting broker closes a connection once and usually refuses the next attempt. An MQTT 5
+    DISCONNECT with reason 0x8E is one on its own. A connection that lasts `window_s` ends the episode.
     """
 
     def __init__(self, role: str, client_id: str, host: str, port: int,
@@ -119,9 +119,11 @@ class TakeoverWatch:
         self._closes: collections.deque[float] = collections.deque(maxlen=max(1, closes))
         self._up_since: float | None = None
 
-    def connected(self) -> None:
-        """A connection was accepted (CONNACK 0)."""
+    def connected(self, failures: int = 0) -> None:
+        """A connection was accepted (CONNACK 0) after `failures` failed attempts."""
         self._up_since = self.clock()
+        if failures:
+            self._closes.clear()  # the broker was unreachable in between: a restart, not a twin
 
     def closed_by_broker(self, definite: bool = False) -> bool:
         """The broker ended an accepted connection; True when this reports a takeover (logged, counted)."""

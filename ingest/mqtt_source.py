@@ -132,8 +132,8 @@ class MqttSource:
         log.info("connected to MQTT broker %s:%d (session present: %s)%s", self.opts.host, self.opts.port,
                  getattr(flags, "session_present", "?"),
                  f" after {self.failed_attempts} failed attempt(s)" if self.failed_attempts else "")
+        self.takeover.connected(self.failed_attempts)
         self.failed_attempts = 0
-        self.takeover.connected()
         stale = self.memory.before_subscribe([r.topic for r in self.routes])
         if self.routes:
             client.subscribe([(r.topic, r.qos) for r in self.routes])

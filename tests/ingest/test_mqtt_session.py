@@ -142,10 +142,16 @@ def test_takeover_watch_episodes_and_the_mqtt5_reason() -> None:
         now[0] += step
         watch.closed_by_broker()
     assert reports == [1] and watch.takeovers == 1
+    watch = TakeoverWatch("MQTT input", "gw-in", "h", 1883, lambda: reports.append(2), clock=lambda: now[0])
+    for _ in range(5):  # a broker restarted five times in a minute: each reconnect needed retries
+        watch.connected(failures=2)
+        now[0] += 5.0
+        watch.closed_by_broker()
+    assert reports == [1] and watch.takeovers == 0
     watch.connected()
     now[0] += 120.0  # the twin is gone: a connection lasts, the episode ends
     assert watch.closed_by_broker() is False
-    assert watch.closed_by_broker(definite=True) is True and reports == [1, 1]
+    assert watch.closed_by_broker(definite=True) is True and reports == [1, 2]
 
 
 @pytest.mark.parametrize("kind", INPUTS)
