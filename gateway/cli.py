@@ -304,12 +304,25 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.days <= 0:
         print("--days must be positive", file=sys.stderr)
         return 2
+    from tqdm import tqdm
+
+    # On a terminal: days played, readings/s and the time left; piped or redirected: quiet (disable=None).
+    bar = tqdm(total=args.days, disable=None, file=sys.stderr, desc="simulating",
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:g} days [{elapsed}<{remaining}{postfix}]")
+    started = time.monotonic()
+
+    def progress(days_played: float, readings: int) -> None:
+        bar.update(max(0.0, min(days_played, args.days) - bar.n))
+        bar.set_postfix_str(f"{readings / max(1e-9, time.monotonic() - started):,.0f} readings/s", refresh=False)
+
     try:
         settings, specs = load_kit(args.kit, args.config)
-        result = run_simulation(settings, specs, args.days, start=start, seed=args.seed)
+        result = run_simulation(settings, specs, args.days, start=start, seed=args.seed, progress=progress)
     except ConfigError as exc:
+        bar.close()
         print(exc, file=sys.stderr)
         return 1
+    bar.close()
     print(f"simulated {args.days:g} day(s) of {len(specs)} device(s) from {start or 'the default start'}: "
           f"{result.readings} readings, {result.kpi_points} KPI points, {result.rejected} rejected, "
           f"{result.seconds:.1f} s")

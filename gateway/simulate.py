@@ -18,6 +18,7 @@ import math
 import tempfile
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -117,8 +118,12 @@ def local_midnight_ns(day: date, timezone: str) -> int:
 
 
 def run_simulation(settings: Settings, specs: list[DeviceSpec], days: float, start: date | None = None,
-                   seed: int = 1, step_s: float = 600.0, deliver_timeout_s: float = 120.0) -> SimulationResult:
-    """Simulate `days` days from local midnight of `start` (default: `days` days before today) into the sinks."""
+                   seed: int = 1, step_s: float = 600.0, deliver_timeout_s: float = 120.0,
+                   progress: Callable[[float, int], None] | None = None) -> SimulationResult:
+    """Simulate `days` days from local midnight of `start` (default: `days` days before today) into the sinks.
+
+    `progress(days_played, readings_so_far)` is called after every simulated step (the CLI's progress bar).
+    """
     from gateway.app import Gateway
 
     tz = settings.gateway.timezone
@@ -164,6 +169,8 @@ def run_simulation(settings: Settings, specs: list[DeviceSpec], days: float, sta
                     pipeline.housekeeping()
                     last_housekeeping = t1
                 t = t1
+                if progress is not None:
+                    progress((t - start_ns) / (86400 * S), pipeline.accepted)
             # Let the idle rule move the watermark past the last window's end + grace: everything closes.
             clock.now_ns = end_ns + int(settings.aggregation.grace * S) + pipeline.idle_close_ns + S
             pipeline.tick()

@@ -176,3 +176,49 @@ def test_export_cli_to_a_file_and_bad_dates(tmp_path: Path, capsys: pytest.Captu
 def test_parse_when_uses_the_gateway_timezone() -> None:
     utc = datetime(2026, 7, 1, 22, 0, tzinfo=UTC)
     assert parse_when("2026-07-02", "Europe/Madrid") == int(utc.timestamp()) * 10**9
+
+
+def _simulate(stderr_tty: bool) -> tuple[int, str, str]:
+    """Run `citygw simulate` for one day of the air kit; stderr on a pty (80×24) or a pipe."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    cmd = [sys.executable, "-m", "gateway.cli", "simulate", "--kit", str(REPO / "config/kits/air.toml"),
+           "--days", "1"]
+    if not stderr_tty:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+        return proc.returncode, proc.stdout, proc.stderr
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    try:
+        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=slave, cwd=REPO, text=True)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        out = child.stdout.read() if child.stdout else ""
+        code = child.wait(timeout=300)
+    finally:
+        os.close(master)
+    return code, out, b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_simulate_shows_progress_on_a_terminal_and_is_quiet_when_piped() -> None:
+    code, out, err = _simulate(stderr_tty=True)
+    assert code == 0 and "simulated 1 day(s)" in out
+    bars = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("simulating:")]
+    assert bars, err
+    assert "1.0/1 days" in bars[-1] and "readings/s" in bars[-1] and "100%" in bars[-1]
+
+    code, out, err = _simulate(stderr_tty=False)
+    assert code == 0 and "simulated 1 day(s)" in out
+    assert err == ""  # nothing but the result when piped
