@@ -6,9 +6,10 @@ the journal's meta table, so a restart or a second gateway process creates no du
 one CreateObservations (DataArray) request per batch when the server conforms to the DataArray extension,
 else one POST each; with transport = "mqtt" they are published on `v1.1/Datastreams(<id>)/Observations`.
 
-SensorThings has no upsert, so a re-sent batch would duplicate Observations. After any failed write (and on
-the first write after a start, when the journal cursor may be up to a second stale) the sink first asks the
-server which windows of the batch it already holds and sends only the others.
+SensorThings has no upsert, so a re-sent window would duplicate its Observation. The sink knows, per Datastream,
+the latest window the server holds (asked once per process, and again after any failed write); a window up to
+that one (a replay: a stale or lost cursor, a retry after a timeout) is sent only if the server does not hold
+it yet; newer windows go straight out.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ class SensorThingsSink:
         self.ids = EntityIds(http, journal, name)
         self.mqtt = mqtt
         self._data_array: bool | None = None  # probed on the first write
-        self._verify = True  # check the server before sending: the first batch may have been sent before
+        # Datastream (JSON of its id) -> start (epoch s) of the latest window the server holds; None: none.
+        self._latest: dict[str, int | None] = {}
         self.skipped_present = 0  # windows not sent because the server already held them
 
     # -- the Sink contract -------------------------------------------------------------------------------
@@ -118,9 +120,8 @@ class SensorThingsSink:
         try:
             self._write([e for e in entries if self.accepts(e)], len(entries))
         except BaseException:
-            self._verify = True
+            self._latest.clear()  # part of the batch may have been stored: ask the server again
             raise
-        self._verify = False
 
     def close(self) -> None:
         """Close the HTTP session, the MQTT connection and the journal connection."""
@@ -144,8 +145,7 @@ class SensorThingsSink:
                 raise self._refuse(f"{e.device_id} {e.quantity} window at {model.iso_seconds(e.ts)}: result "
                                    f"{e.value} is not a number SensorThings can carry", batch_len)
             items.append((self._datastream(e, batch_len), e))
-        if self._verify:
-            items = self._not_on_server(items)
+        items = self._not_on_server(items)
         if not items:
             return
         if self.mqtt is not None:
@@ -155,6 +155,9 @@ class SensorThingsSink:
         else:
             for ds, e in items:
                 self.http.create("Observations", {**self._observation(e), "Datastream": {"@iot.id": ds}})
+        for ds, e in items:
+            key = orjson.dumps(ds).decode()
+            self._latest[key] = max(self._latest.get(key) or 0, e.ts // S)
 
     def _observation(self, e: Entry) -> dict[str, Any]:
         p = e.as_kpi()
@@ -228,31 +231,41 @@ class SensorThingsSink:
                                           "in CreateObservations")
 
     def _not_on_server(self, items: list[tuple[Any, Entry]]) -> list[tuple[Any, Entry]]:
-        """The items whose window the server does not hold yet (one query per Datastream)."""
+        """The items whose window the server does not hold yet; only replayed windows cost a query."""
         by_ds: dict[str, list[tuple[Any, Entry]]] = {}
         for ds, e in items:
             by_ds.setdefault(orjson.dumps(ds).decode(), []).append((ds, e))
         keep: list[tuple[Any, Entry]] = []
-        for group in by_ds.values():
-            ds = group[0][0]
-            lo, hi = min(e.ts for _, e in group), max(e.ts for _, e in group)
-            flt = f"phenomenonTime ge {model.iso_seconds(lo)} and phenomenonTime le {model.iso_seconds(hi)}"
-            try:
-                present = {_start_s(o.get("phenomenonTime")) for o in self.http.get_all(
-                    f"{entity_path('Datastreams', ds)}/Observations", filter_=flt, select="phenomenonTime",
-                    top="100")}
-            except SinkError as exc:
-                if "HTTP 404" in exc.reason:
-                    self.ids.forget()  # the server lost the Datastream: find or create everything again
-                    raise SinkError(Action.RETRY, f"Datastream {ds} is gone from the server; "
-                                                  "entities will be looked up or created again") from None
-                raise
-            for ds_id, e in group:
+        for key, group in by_ds.items():
+            path = f"{entity_path('Datastreams', group[0][0])}/Observations"
+            if key not in self._latest:
+                newest = self._query(path, orderby="phenomenonTime desc", select="phenomenonTime", top="1")
+                self._latest[key] = max((s for o in newest if (s := _start_s(o.get("phenomenonTime")))), default=None)
+            latest = self._latest[key]
+            replayed = [e.ts for _, e in group if latest is not None and e.ts // S <= latest]
+            present: set[int | None] = set()
+            if replayed:
+                flt = (f"phenomenonTime ge {model.iso_seconds(min(replayed))} and "
+                       f"phenomenonTime le {model.iso_seconds(max(replayed))}")
+                present = {_start_s(o.get("phenomenonTime"))
+                           for o in self._query(path, filter_=flt, select="phenomenonTime", top="100")}
+            for ds, e in group:
                 if e.ts // S in present:
                     self.skipped_present += 1
                 else:
-                    keep.append((ds_id, e))
+                    keep.append((ds, e))
         return keep
+
+    def _query(self, path: str, **query: str) -> list[dict[str, Any]]:
+        """Every entity a query on a Datastream's Observations answers; a vanished Datastream is found again."""
+        try:
+            return list(self.http.get_all(path, **query))
+        except SinkError as exc:
+            if "HTTP 404" in exc.reason:
+                self.ids.forget()  # the server lost the Datastream: find or create everything again
+                raise SinkError(Action.RETRY, f"{path.split('/')[0]} is gone from the server; its entities "
+                                              "will be looked up or created again") from None
+            raise
 
 
 def _start_s(phenomenon_time: Any) -> int | None:
