@@ -4,12 +4,12 @@ Fed by the pipeline's observer calls (`accepted` from the ingest thread, `reject
 any transport thread); read by the status page and the health checks. Serial and Modbus devices have their
 state decided by their port owner; a device heard over MQTT has no owner that could notice its silence, so
 `check_stale` (called every second from `Gateway.tick`) marks it unavailable after `stale_after` without a
-reading — by default 3x its observed interval — and `accepted` marks it available again when it is heard.
+reading — by default 3x the longest of its last 8 intervals — and `accepted` marks it available again when it
+is heard.
 """
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 from collections import deque
@@ -43,7 +43,7 @@ class DeviceRecord:
     reason: str = ""  # why it is unavailable
     last_seen_mono: float | None = None
     last_seen_wall: float | None = None
-    intervals: deque[float] = field(default_factory=lambda: deque(maxlen=9))
+    intervals: deque[float] = field(default_factory=lambda: deque(maxlen=8))
     latest: dict[str, tuple[float, str, int]] = field(default_factory=dict)  # quantity -> (value, unit, ts_ns)
     last_rejection: str = ""
     last_rejection_wall: float | None = None
@@ -121,7 +121,9 @@ class DeviceBook:
             return self.stale_after_s
         if not rec.intervals:
             return FIRST_INTERVAL_STALE_S
-        return max(MIN_STALE_S, 3 * statistics.median(rec.intervals))
+        # The longest recent gap, not the median: a device that uploads in bursts (a logger, a LoRaWAN
+        # network server catching up) must not flap between bursts.
+        return max(MIN_STALE_S, 3 * max(rec.intervals))
 
     def check_stale(self) -> list[str]:
         """Mark MQTT devices unheard for longer than their limit unavailable (reported once); return their ids."""
@@ -135,7 +137,7 @@ class DeviceBook:
                 silent = now - rec.last_seen_mono
                 if silent > limit:
                     how = ("stale_after" if self.stale_after_s else
-                           "3x its usual interval" if rec.intervals else "no interval seen yet")
+                           "3x its longest recent interval" if rec.intervals else "no interval seen yet")
                     reason = f"not heard for {silent:.0f} s (limit {limit:.0f} s: {how})"
                     rec.available, rec.stale, rec.reason = False, True, reason
                     gone.append((rec.device_id, reason))

@@ -114,10 +114,15 @@ def _num(value: float) -> str:
     return f"{value:.4g}" if abs(value) < 10_000 else f"{value:.0f}"
 
 
-def _when(ns: int, tz: ZoneInfo, today: str) -> str:
+def _when(ns: int, tz: ZoneInfo, today: str, seconds: bool = False) -> str:
     t = datetime.fromtimestamp(ns / 1e9, tz)
-    day = t.strftime("%Y-%m-%d")
-    return t.strftime("%H:%M") if day == today else t.strftime("%Y-%m-%d %H:%M")
+    clock = t.strftime("%H:%M:%S" if seconds else "%H:%M")
+    return clock if t.strftime("%Y-%m-%d") == today else f"{t:%Y-%m-%d} {clock}"
+
+
+def _name(text: str) -> str:
+    """A series or quantity name that may wrap after its underscores on a narrow screen."""
+    return html.escape(text).replace("_", "_<wbr>")
 
 
 def _kpi_rows(kpis: Sequence[Mapping[str, Any]], tz: ZoneInfo, today: str) -> str:
@@ -125,20 +130,21 @@ def _kpi_rows(kpis: Sequence[Mapping[str, Any]], tz: ZoneInfo, today: str) -> st
     for k in kpis:
         band = index_band(k["name"], k["value"])
         style = f' style="background:{band[1]};color:{_text_on(band[1])}"' if band else ""
-        category = f" <small>{html.escape(band[0])}</small>" if band else ""
+        category = f"<br><small>{html.escape(band[0])}</small>" if band else ""
         coverage = k.get("coverage")
+        short = k["end"] - k["start"] < 60 * 10**9  # windows under a minute show seconds
         validity = ("valid" if k["valid"] else
-                    f"incomplete{f' (coverage {coverage:.0%})' if isinstance(coverage, float) else ''}")
+                    f"incomplete{f' {coverage:.0%}' if isinstance(coverage, float) else ''}")
         rows.append(
             f'<tr data-kpi="{html.escape(k["device_id"])}/{html.escape(k["name"])}/{html.escape(k["window"])}">'
-            f'<td>{html.escape(k["name"])}</td><td>{html.escape(k["window"])}</td>'
+            f'<td>{_name(k["name"])} <small class="muted">{html.escape(k["window"])}</small></td>'
             f'<td class="num"{style}>{_num(k["value"])} {html.escape(k["unit"])}{category}</td>'
-            f'<td>{_when(k["start"], tz, today)}–{_when(k["end"], tz, today)}</td>'
-            f'<td class="{"ok" if k["valid"] else "warn"}">{validity}</td></tr>')
+            f'<td class="when">{_when(k["start"], tz, today, short)}–{_when(k["end"], tz, today, short)}<br>'
+            f'<span class="{"ok" if k["valid"] else "warn"}">{validity}</span></td></tr>')
     if not rows:
         return '<p class="muted">No KPI window closed yet.</p>'
-    return ("<table class=\"kpis\"><thead><tr><th>KPI</th><th>window</th><th>value</th><th>time</th><th>validity"
-            "</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    return ('<table class="kpis"><thead><tr><th>KPI</th><th>value</th><th>window · validity</th></tr></thead>'
+            "<tbody>" + "".join(rows) + "</tbody></table>")
 
 
 def _device_card(d: Mapping[str, Any], kpis: Sequence[Mapping[str, Any]], chart: str, tz: ZoneInfo,
@@ -146,7 +152,7 @@ def _device_card(d: Mapping[str, Any], kpis: Sequence[Mapping[str, Any]], chart:
     state = d["state"]
     reason = f' <span class="why">{html.escape(d["reason"])}</span>' if d.get("reason") else ""
     latest = "".join(
-        f'<tr><td>{html.escape(q)}</td><td class="num">{_num(v["value"])} {html.escape(v["unit"])}</td>'
+        f'<tr><td>{_name(q)}</td><td class="num">{_num(v["value"])} {html.escape(v["unit"])}</td>'
         f'<td>{_when(v["ts"], tz, today)}</td></tr>' for q, v in d["latest"].items())
     latest_html = (f'<table class="latest"><thead><tr><th>quantity</th><th>latest</th><th>time</th></tr></thead>'
                    f'<tbody>{latest}</tbody></table>' if latest else '<p class="muted">No reading yet.</p>')
@@ -193,7 +199,8 @@ border-bottom:1px solid #eee;vertical-align:top;overflow-wrap:anywhere}th{font-w
 .rejection{color:#a60;overflow-wrap:anywhere}.chart{max-width:34em;display:block;margin:.3em 0}
 .chart text{font-size:11px;fill:#333}.chart .u,.chart .t,.chart .v{fill:#666;font-size:10px}
 .chart .axis{stroke:#ddd}nav a{margin-right:1em}
-@media (max-width:30em){body{font-size:14px;padding:.3em}.kpis td:nth-child(4),.kpis th:nth-child(4){font-size:.85em}}
+.when{white-space:nowrap;font-size:.85em}small.muted{color:#777}
+@media (max-width:30em){body{font-size:14px;padding:.3em}}
 """
 
 
