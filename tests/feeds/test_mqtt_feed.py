@@ -17,7 +17,7 @@ from gateway.app import Gateway
 from gateway.feed_client import Kpi, Meta, RawReading, Status
 from gateway.feed_meta import birth_info
 from gateway.journal import KIND_READING, Entry
-from gateway.settings import load_settings
+from gateway.settings import ConfigError, FeedSection, load_settings
 from gateway.sinks.mqtt_feed import MqttFeedSink, ReportByException
 from ingest.mqtt_client import MqttOptions
 from simulators.pty_device import StreamingPtyDevice
@@ -291,3 +291,26 @@ def test_schema_refuses_a_broken_payload(kind: str) -> None:
                                  "status": "away",
                                  "meta": {"schema": 1, "gateway": "bad id"}}
     assert list(check.iter_errors(broken[kind]))
+
+
+@pytest.mark.parametrize(("feed", "line", "message"), [
+    ('raw_deadband = { pm25 = 0.5 }', 4, "mqtt.feed.raw_deadband: unknown quantity pm25"),
+    ('raw_deadband = { pm2_5 = -1 }', 4, "mqtt.feed.raw_deadband.pm2_5: Input should be greater than or equal to 0"),
+    ('raw_max_interval = "5 minutes"', 4, "invalid duration '5 minutes'"),
+    ('raw_deadband = { pm2_5 = 0.5 }\nraw_max_interval = { noise_laeq = "1m" }', 3,
+     "raw_max_interval for noise_laeq has no effect without a deadband: add raw_deadband = { noise_laeq = 0 }"),
+])
+def test_feed_options_are_checked_at_load(tmp_path: Path, feed: str, line: int, message: str) -> None:
+    cfg = tmp_path / "kit.toml"
+    cfg.write_text(f'[mqtt]\nhost = "127.0.0.1"\n[mqtt.feed]\n{feed}\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg, env={})
+    (problem,) = err.value.problems
+    assert message in str(problem)
+    assert problem.line == line  # the key's line; the [mqtt.feed] table's for a check across keys
+
+
+def test_feed_options_parse() -> None:
+    feed = FeedSection(raw_deadband={"pm2_5": 0.5, "*": 1.0}, raw_max_interval="5m", historical_after="2m")
+    assert feed.raw_max_interval == {"*": 300.0} and feed.historical_after == 120.0
+    assert FeedSection(raw_deadband={"pm2_5": 0}, raw_max_interval={"pm2_5": "1m"}).raw_max_interval == {"pm2_5": 60.0}
