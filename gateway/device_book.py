@@ -81,7 +81,8 @@ class DeviceBook:
                 if r.device_id in seen:
                     continue
                 seen.add(r.device_id)
-                if rec.last_seen_mono is not None and now_mono - rec.last_seen_mono >= BURST_S:
+                # A silence that made the device unavailable is an outage, not its reporting interval.
+                if rec.last_seen_mono is not None and now_mono - rec.last_seen_mono >= BURST_S and not rec.stale:
                     rec.intervals.append(now_mono - rec.last_seen_mono)
                 rec.last_seen_mono, rec.last_seen_wall = now_mono, now_wall
                 if not rec.owned and rec.available is not True:
