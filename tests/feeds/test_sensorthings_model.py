@@ -84,3 +84,18 @@ def test_config_errors_say_what_and_where(tmp_path: Path) -> None:
         _load(tmp_path, devices + '[[sensorthings]]\nurl = "http://h/v1.1"\n')
     assert "pm-1 has none" in str(err.value) and "lat/lon" in str(err.value)
     _load(tmp_path, '[gateway]\nlat = 40.4\nlon = -3.7\n' + devices + '[[sensorthings]]\nurl = "http://h/v1.1"\n')
+
+
+def test_the_commented_example_block_is_a_valid_config(tmp_path: Path) -> None:
+    """config/example.toml (and so the README) shows [[sensorthings]] commented out; uncommented, it loads."""
+    text = (Path(__file__).parents[2] / "config" / "example.toml").read_text()
+    start = text.index("# [[sensorthings]]")
+    lines = []
+    for line in text[start:].splitlines():
+        if not line.startswith("# ") or line.startswith("# ---"):
+            break
+        lines.append(line[2:])
+    path = tmp_path / "kit.toml"
+    path.write_text("\n".join(lines) + "\n")
+    (cfg,) = load_settings(path, env={}).sensorthings
+    assert cfg.url.endswith("/v1.1") and cfg.transport == "http" and "pm2_5" in cfg.kpis
