@@ -242,6 +242,8 @@ class EntityMapper:
             for rule in RULES[p.name]:
                 self._apply(drafts, rule, p, e.seq)
         ordered = sorted(drafts.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+        for _key, draft in ordered:
+            draft.entity["@context"] = self.contexts(draft.entity["type"])  # last: easier to read
         return [(d.entity, d.seqs) for _key, d in ordered]
 
     def _apply(self, drafts: dict[tuple[str, int], _Draft], rule: Rule, p: KpiPoint, seq: int) -> None:
@@ -289,7 +291,6 @@ class EntityMapper:
         if entity_type == _DM:
             entity["controlledProperty"] = {"type": "Property", "value": p.name}
             entity["unit"] = {"type": "Property", "value": UNIT_CODES.get(p.unit, p.unit)}
-        entity["@context"] = self.contexts(entity_type)
         return entity
 
 
