@@ -61,6 +61,7 @@ noise-1 = {{ lat = 40.43, lon = -3.71 }}
     feed = Collector(mosquitto.port, gateways=[gw], raw=True)
     gateway = Gateway(settings)
     try:
+        wait_for(lambda: feed.connections >= 1, 30, "the subscriber subscribed")  # so meta and status come live
         gateway.start()
         wait_for(lambda: any(isinstance(m.data, Status) and m.data.online for m in feed.snapshot()), 30,
                  "the kit online on the feed")
