@@ -151,6 +151,7 @@ def test_run_notifies_ready_watchdog_and_stopping(tmp_path: Path) -> None:
     assert messages[0] == "READY=1" and messages[1].startswith("STATUS=running: 1 device(s)")
     assert messages.count("WATCHDOG=1") >= 3
     assert messages[-1] == "STOPPING=1"
+    assert "citygw t running: 1 device(s), 0 MQTT route(s), sinks: local-store" in err  # one line at start
     # The one line `run` logs on stop: accepted, rejected, backlog per sink, journal size.
     summary = next(line for line in err.splitlines() if "citygw stopped:" in line)
     m = re.search(r"citygw stopped: (\d+) readings accepted, (\d+) rejected; backlog left per sink: "
