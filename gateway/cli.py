@@ -285,7 +285,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     limit_malloc_arenas()
     _setup_logging("warning" if not args.verbose else "info")
-    return run_demo(duration=args.duration, data_dir=args.data_dir)
+    return run_demo(duration=args.duration, data_dir=args.data_dir, print_as=args.print_as)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -409,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="simulated kit, embedded broker, local store; prints live KPIs")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--data-dir", default=None, help="keep the demo's journal and store here")
+    p.add_argument("--print", dest="print_as", choices=("kpis", "ngsi-ld"), default="kpis",
+                   help="what to print as windows close: KPI lines, or the NGSI-LD entities an [[ngsi_ld]] sink sends")
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(func=cmd_demo)
 

@@ -2,27 +2,36 @@
 
 A PMS5003 particulate sensor streams byte-exact frames on a pseudo-terminal, a noise sensor publishes JSON
 to an embedded MQTT broker, the gateway journals, aggregates 10-second and 1-minute windows, publishes the
-live feed on the embedded broker and stores everything as JSON lines. KPIs print as their windows close.
+live feed on the embedded broker and stores everything as JSON lines. KPIs print as their windows close, or
+(`--print ngsi-ld`) the NGSI-LD entities an `[[ngsi_ld]]` sink would upsert for them, so a platform engineer
+sees that output without a broker.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+import orjson
+
 from aggregators.kpi import KpiPoint
+from gateway.journal import Entry, kpi_row
 from gateway.settings import Settings
 
-__all__ = ["demo_settings", "run_demo"]
+__all__ = ["PRINT_FORMATS", "demo_settings", "ngsi_ld_printer", "run_demo"]
+
+PRINT_FORMATS = ("kpis", "ngsi-ld")
 
 
 def demo_settings(data_dir: Path, pms_port: str, broker_port: int) -> Settings:
     """The demo kit's configuration (the same shape as a TOML file; see config/example.toml)."""
     return Settings.model_validate({
         "gateway": {"id": "demo-kit", "data_dir": str(data_dir), "timezone": "UTC",
-                    "status_listen": "127.0.0.1:0"},
+                    "status_listen": "127.0.0.1:0", "lat": 40.4168, "lon": -3.7038},  # a site for `location`
         "devices": [{"id": "air-pm-1", "kind": "pms5003", "port": pms_port, "tags": {"site": "demo-square"}}],
         "mqtt": {"host": "127.0.0.1", "port": broker_port, "protocol": "3.1.1",
                  "routes": [{"topic": "demo/sensors/+/json", "format": "json", "device_id": "{2}",
@@ -45,7 +54,27 @@ def _print_kpis(points: list[KpiPoint]) -> None:
               flush=True)
 
 
-def run_demo(duration: float | None = None, data_dir: str | None = None) -> int:
+def ngsi_ld_printer(settings: Settings, out: Callable[[str], None] = print) -> Callable[[list[KpiPoint]], None]:
+    """A KPI listener printing the entities an [[ngsi_ld]] sink with default settings would upsert."""
+    from gateway.sinks.ngsi_ld_mapping import EntityMapper
+
+    def locate(device_id: str) -> tuple[float, float] | None:
+        where = settings.device_location(device_id)
+        return where.point if where is not None else None
+
+    mapper = EntityMapper(settings.gateway.id, locate)
+
+    def show(points: list[KpiPoint]) -> None:
+        entries = []
+        for seq, p in enumerate(points, start=1):
+            row = kpi_row(p)  # the journal row, read back as the sink reads it
+            entries.append(Entry._make((seq, *row[:-1], orjson.loads(row[-1]))))
+        for entity, _seqs in mapper.entities(entries):
+            out(json.dumps(entity, indent=2, ensure_ascii=False))
+    return show
+
+
+def run_demo(duration: float | None = None, data_dir: str | None = None, print_as: str = "kpis") -> int:
     """Run the demo until Ctrl-C or `duration` seconds; return the exit status."""
     from gateway.app import Gateway
     from gateway.cli import _wait_for_signal
@@ -61,14 +90,17 @@ def run_demo(duration: float | None = None, data_dir: str | None = None) -> int:
     pms = Pms5003Simulator(seed=1)
     noise = DemoNoisePublisher("127.0.0.1", broker.port, topic="demo/sensors/noise-1/json", seed=2)
     gateway = Gateway(demo_settings(Path(data_dir), pms.port, broker.port))
-    gateway.kpi_listeners.append(_print_kpis)
+    settings = gateway.settings
+    gateway.kpi_listeners.append(ngsi_ld_printer(settings, lambda text: print(text, flush=True))
+                                 if print_as == "ngsi-ld" else _print_kpis)
     print("citygw demo: simulated PMS5003 on", pms.port, "| noise sensor via embedded MQTT broker on port",
           broker.port, flush=True)
     gateway.start()
     noise.start()
     if gateway.status_server is not None:
         print(f"status page: http://{gateway.status_server.address}/   data: {data_dir}", flush=True)
-    print("KPIs appear as 10 s and 1 min windows close (Ctrl-C to stop)...", flush=True)
+    what = "NGSI-LD entities (the [[ngsi_ld]] sink's upserts)" if print_as == "ngsi-ld" else "KPIs"
+    print(f"{what} appear as 10 s and 1 min windows close (Ctrl-C to stop)...", flush=True)
     try:
         _wait_for_signal(gateway, duration)
     finally:
