@@ -15,12 +15,14 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import serial
 
+from devices.reading import Reading
 from devices.registry import KINDS
 from gateway.probe import listen
 from gateway.settings import ConfigError, DeviceConfig, InfluxSection, Settings, read_secret
@@ -222,9 +224,10 @@ def check_device(device: DeviceConfig, seconds: float = 5.0) -> Outcome:
     """Open the device's port with its line settings and say whether frames of its kind arrive."""
     kind = KINDS[device.kind]
     target = f"device {device.id} ({device.kind}) on {device.port}"
-    if kind.link == "modbus" or kind.framer is None:
-        return Outcome(target, False, "Modbus devices are not checked by --connect yet: watch `citygw run`'s "
-                                      "log or the status page for this device")
+    if kind.link == "modbus":
+        return check_modbus_device(device, seconds)
+    if kind.framer is None:
+        return Outcome(target, False, f"{device.kind} has no serial framing: configure it under [[mqtt.routes]]")
     options = {"address": device.address, **device.options} if "address" in device.model_fields_set \
         else device.options
     try:
@@ -243,6 +246,62 @@ def check_device(device: DeviceConfig, seconds: float = 5.0) -> Outcome:
     if heard.speaks:
         return Outcome(target, True, heard.describe())
     return Outcome(target, False, heard.describe() + f" — try `citygw probe {device.port}`")
+
+
+class _Collected:
+    """An Emitter that keeps what a transport produced (nothing is journaled by a check)."""
+
+    def __init__(self) -> None:
+        self.collected: list[Reading] = []
+        self.rejections: list[str] = []
+        self.unavailable: list[str] = []
+        self.got = threading.Event()
+
+    def readings(self, readings: list[Reading], ack: Callable[[], None] | None = None) -> None:
+        """Keep the readings; acknowledge at once."""
+        self.collected.extend(readings)
+        self.got.set()
+        if ack is not None:
+            ack()
+
+    def rejected(self, device_id: str, reason: str, data: bytes | None = None) -> None:
+        """Keep the reason."""
+        self.rejections.append(reason)
+
+    def device_state(self, device_id: str, available: bool, reason: str = "") -> None:
+        """Keep why the device is unavailable."""
+        if not available:
+            self.unavailable.append(reason)
+            self.got.set()
+
+
+def check_modbus_device(device: DeviceConfig, seconds: float = 5.0) -> Outcome:
+    """Poll the Modbus device once through the gateway's own bus owner; say whether it answered."""
+    from ingest.modbus_bus import ModbusBus, ModbusDevice
+
+    target = f"device {device.id} ({device.kind}, Modbus address {device.address}) on {device.port}"
+    collected = _Collected()
+    try:
+        bus = ModbusBus(device.port, [ModbusDevice(device.id, device.kind, device.address, max(seconds, 1.0),
+                                                   device.options, device.tags, timeout=device.timeout)],
+                        collected, baudrate=device.baudrate, parity=device.parity, stopbits=device.stopbits,
+                        timeout=device.timeout, retries=0)
+    except (ValueError, OSError) as exc:
+        return Outcome(target, False, f"cannot set up the bus: {exc}")
+    bus.start()
+    try:
+        collected.got.wait(seconds + device.timeout * 3)
+    finally:
+        bus.stop(timeout=device.timeout * 3 + 2)
+    if collected.collected:
+        latest = {r.quantity: r for r in collected.collected}
+        sample = ", ".join(f"{q}={r.value:g} {r.unit}" for q, r in list(latest.items())[:8])
+        return Outcome(target, True, f"answered at {device.baudrate} baud — {sample}")
+    if collected.rejections:
+        return Outcome(target, False, f"answered, but: {collected.rejections[0]} — check kind and options")
+    reason = collected.unavailable[0] if collected.unavailable else f"no answer within {seconds:g} s"
+    return Outcome(target, False, f"{reason} — check address, baudrate/parity/stopbits, A/B wiring and the "
+                                  "120 Ω termination of the RS-485 line")
 
 
 def connect_checks(settings: Settings, timeout_s: float = 5.0) -> list[Outcome]:

@@ -142,3 +142,16 @@ def test_cli_connect_exit_code_and_lines(tmp_path: Path, influx_v1: InfluxV1,
     assert f"OK   device pm1 (pms5003) on {sim.port}" in out
     assert "FAIL [[influx]] #1 v2" in out and 'set api = "v1"' in out
     assert "1 of 2 target(s) OK" in out
+
+
+def test_modbus_device_answers_or_not(tmp_path: Path) -> None:
+    from simulators.modbus import ModbusSimulator, SimSlave
+
+    with ModbusSimulator([SimSlave(3, "sdm120", seed=1)], baudrate=115200) as sim:
+        block = (f'[[devices]]\nid = "meter"\nkind = "sdm120"\nport = "{sim.port}"\nbaudrate = 115200\n'
+                 'address = {address}\ntimeout = "0.3s"\n')
+        ok, line = _one(tmp_path, block.format(address=3))
+        assert ok and line.startswith(f"OK   device meter (sdm120, Modbus address 3) on {sim.port}: answered"), line
+        assert "voltage=" in line
+        ok, line = _one(tmp_path, block.format(address=9))  # nobody at 9
+        assert not ok and "check address, baudrate/parity/stopbits, A/B wiring" in line, line
