@@ -122,8 +122,8 @@ def _multi_status(text: str, sent: int) -> SinkError:
         problem = err.get("error") or {}
         kind = str(problem.get("type", "")).rsplit("/", 1)[-1]
         transient = transient and (kind in _TRANSIENT_ERRORS or int(problem.get("status") or 0) >= 500)
-        described.append(f"{err.get('entityId')}: {problem.get('title') or kind} {problem.get('detail') or ''}"
-                         .strip())
+        text = " ".join(str(t) for t in (kind, problem.get("title"), problem.get("detail")) if t)
+        described.append(f"{err.get('entityId')}: {text}")
     reason = f"the broker refused {len(errors)} of {sent} entities (HTTP 207): " + "; ".join(described)
     return SinkError(Action.RETRY if transient else Action.SPLIT, reason)
 
