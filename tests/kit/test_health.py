@@ -1,7 +1,8 @@
 """Health that means something: `/healthz` answers 503 with a JSON list of reasons for each fault, injected
-against real servers — the broker killed, a sink answering 401, the journal stalled by another process's lock —
-and 200 again once the fault is gone. The same reasons are on /status.json and in the retained
-`<prefix>/health` topic published through the feed's connection.
+against real servers — the broker killed, a sink answering 401, the journal stalled by another process's lock,
+the journal at its cap during an outage — and 200 again once the fault is gone. The same reasons are on
+/status.json and in the retained `<prefix>/health` topic published through the feed's connection. (A thread
+that keeps crashing: tests/reliability/test_supervision.py; a full disk: tests/reliability/test_disk_full.py.)
 """
 
 from __future__ import annotations
@@ -154,3 +155,27 @@ def test_stalled_journal_makes_healthz_503_while_input_waits(tmp_path: Path, mos
         code = gateway.stop()
     assert code == 0, gateway.log()
     assert gateway.log().count("unhealthy: ingest:") == 1
+
+
+def test_journal_at_its_cap_is_a_reason(tmp_path: Path, mosquitto: Mosquitto, fresh_influx_v1: InfluxV1) -> None:
+    influx = fresh_influx_v1
+    influx.stop()  # the uplink is down: nothing leaves the journal, which fills up to its cap
+    gw_id = f"hc{time.time_ns() % 10**8}"
+    status = StatusPage()
+    config = kit_config(tmp_path, gw_id, status, mqtt_port=mosquitto.port, route_topic=f"{gw_id}/+/json",
+                        influx_url=influx.url, database=influx.database,
+                        extra=f'\n[journal]\nmax_size = "{96 * 1024}B"\n' + HEALTH.replace('"2s"', '"1h"'))
+    gateway = GatewayProcess(config, tmp_path / "gateway.log").start()
+    base = (time.time_ns() // S - 3 * 3600) * S
+    try:
+        wait_for(lambda: status.status().get("mqtt_connected"), 30, "the gateway connected")
+        assert healthz(status) == (200, "ok")
+        publish_all(mosquitto.port, [(f"{gw_id}/hc-1/json", json_mapping.encode("hc-1", base + i * S,
+                                                                                {"noise_laeq": 40 + i % 30}))
+                                     for i in range(3000)])
+        reasons = wait_for(lambda: reasons_about(status, "journal: at its cap"), 60, "the cap reason")
+        assert "journal.max_size" in reasons[0]
+        assert any(r.startswith("journal: at its cap") for r in status.status()["health"])
+    finally:
+        code = gateway.stop()
+    assert code == 0, gateway.log()
