@@ -7,9 +7,10 @@ in `citygw check-config` (errors and warnings) and at the start of `citygw run` 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gateway.settings import ConfigProblem, Settings, _apply_env_overrides, _line_index
 
@@ -50,28 +51,27 @@ def check_environment(settings: Settings, path: str | os.PathLike[str] | None,
     def add(error: bool, line: int, key: str, message: str) -> None:
         findings.append(Finding(ConfigProblem(file, line, key, message), error))
 
-    # Secrets: an unset variable or an unreadable file fails at `run` only; say so now.
-    secret_refs: list[tuple[tuple[str | int, ...], str, Path | None]] = []
-    m = settings.mqtt
-    if m.host:
-        secret_refs.append((("mqtt", "password_env"), m.password_env, None))
-        secret_refs.append((("mqtt", "password_file"), "", m.password_file))
-    for i, cfg in enumerate(settings.influx):
-        secret_refs.append((("influx", i, "password_env"), cfg.password_env, None))
-        secret_refs.append((("influx", i, "password_file"), "", cfg.password_file))
-        secret_refs.append((("influx", i, "token_env"), cfg.token_env, None))
-        secret_refs.append((("influx", i, "token_file"), "", cfg.token_file))
-    named_by_config = {var for _, var, _ in secret_refs if var}
-    for key, var, secret_file in secret_refs:
+    # Every *_env (a secret's variable) and *_file (a secret, a CA, a client certificate) the config names: an
+    # unset variable or an unreadable file fails at `run` only; say so now.
+    refs = [(key, value) for key, value in _leaves(settings.model_dump(), ())
+            if isinstance(key[-1], str) and ((key[-1].endswith("_env") and value)
+                                             or (key[-1].endswith("_file") and value is not None))
+            and (key[0] != "mqtt" or settings.mqtt.host)]  # without a broker the [mqtt] files are never read
+    named_by_config = {str(value) for key, value in refs if str(key[-1]).endswith("_env")}
+    for key, value in refs:
         dotted = ".".join(str(k) if not isinstance(k, int) else f"[{k}]" for k in key).replace(".[", "[")
-        if var and var not in env:
-            # check-config may run in another environment than the service: there this is a warning.
-            add(for_run, at(*key), dotted, f"environment variable {var} is not set here: `run` fails without "
-                "it; export it (or set it in the service's EnvironmentFile), or use a *_file secret instead")
-        if secret_file is not None and not os.access(secret_file, os.R_OK):
-            reason = "does not exist" if not secret_file.exists() else "is not readable by this user"
-            add(True, at(*key), dotted, f"secret file {secret_file} {reason}: create it (mode 0600, owned by "
-                "the user the gateway runs as)")
+        if str(key[-1]).endswith("_env"):
+            if value not in env:
+                # check-config may run in another environment than the service: there this is a warning.
+                add(for_run, at(*key), dotted, f"environment variable {value} is not set here: `run` fails "
+                    "without it; export it (or set it in the service's EnvironmentFile), or use a *_file secret")
+            continue
+        path = Path(value)
+        if not os.access(path, os.R_OK):
+            reason = "does not exist" if not path.exists() else "is not readable by this user"
+            hint = ("create it (mode 0600, owned by the user the gateway runs as)" if dotted.endswith(
+                ("password_file", "token_file")) else "check the path, and that the gateway's user may read it")
+            add(for_run, at(*key), dotted, f"{path} {reason}: {hint}")  # the kit may not be this machine
 
     # CITYGW_* variables that override nothing are most likely misspelt.
     applied = set(_apply_env_overrides({}, env).values())
@@ -102,6 +102,18 @@ def check_environment(settings: Settings, path: str | os.PathLike[str] | None,
             error, message = problem
             add(error or for_run, at(*key) or at("gateway", "data_dir"), ".".join(key), message)
     return findings
+
+
+def _leaves(data: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+    """(key path, value) of every scalar in a model dump."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            yield from _leaves(v, (*path, k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            yield from _leaves(v, (*path, i))
+    else:
+        yield path, data
 
 
 def _directory_problem(directory: Path) -> tuple[bool, str] | None:

@@ -90,12 +90,19 @@ def test_unset_secret_variable_is_reported_by_check_config(tmp_path: Path, capsy
     assert code == 0 and "KIT_INFLUX_PW" not in out
 
 
-def test_missing_secret_file_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    text = (DEVICE + '\n[[influx]]\napi = "v1"\nurl = "http://127.0.0.1:1"\ndatabase = "d"\n'
-            f'username = "u"\npassword_file = "{tmp_path}/nope"\n')
+def test_missing_secret_and_ca_files_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (DEVICE + '\n[[influx]]\napi = "v1"\nurl = "https://127.0.0.1:1"\ndatabase = "d"\n'
+            f'username = "u"\npassword_file = "{tmp_path}/nope"\nca_file = "{tmp_path}/ca.pem"\n')
     code, out = _check(tmp_path, text, capsys)
-    assert code == 1
-    assert f"influx[0].password_file: secret file {tmp_path}/nope does not exist" in out
+    assert code == 0  # check-config may run on another machine than the kit: warnings…
+    f = tmp_path / "kit.toml"
+    assert (f"warning: {f}:11: influx[0].password_file: {tmp_path}/nope does not exist: create it (mode 0600"
+            in out)
+    assert f"warning: {f}:12: influx[0].ca_file: {tmp_path}/ca.pem does not exist: check the path" in out
+    # …and `run` refuses to start with the same lines.
+    assert main(["run", "--config", str(f), "--duration", "0.1"]) == 1
+    err = capsys.readouterr().err
+    assert f"{f}:11: influx[0].password_file: {tmp_path}/nope does not exist" in err and "warning" not in err
 
 
 def test_unknown_citygw_override_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -154,3 +161,13 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.strip() == f"citygw {version('citygw')}"
+
+
+def test_a_secret_variable_named_citygw_is_not_an_unknown_override(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CITYGW_INFLUX_PW", "pw")
+    text = (DEVICE + '\n[[influx]]\napi = "v1"\nurl = "http://127.0.0.1:1"\ndatabase = "d"\n'
+            'username = "u"\npassword_env = "CITYGW_INFLUX_PW"\n')
+    code, out = _check(tmp_path, text, capsys)
+    assert code == 0 and "CITYGW_INFLUX_PW" not in out
