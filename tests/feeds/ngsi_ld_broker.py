@@ -8,6 +8,7 @@ a broker does, and can be stopped and started again on the same port (an outage)
 from __future__ import annotations
 
 import http.server
+import ssl
 import threading
 import urllib.error
 import urllib.request
@@ -39,6 +40,7 @@ class CapturingBroker:
     refuse: set[str] = field(default_factory=set)  # entity ids answered with a per-entity error (207)
     refuse_as: str = "BadRequestData"  # the ProblemDetails type of those errors
     port: int = field(default_factory=free_port)
+    tls: tuple[str, str] | None = None  # (certificate, key) PEM files: serve HTTPS
     requests: list[Captured] = field(default_factory=list)
     _server: http.server.ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
@@ -47,7 +49,7 @@ class CapturingBroker:
     @property
     def url(self) -> str:
         """The base URL."""
-        return f"http://{HOST}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{HOST}:{self.port}"
 
     def start(self) -> CapturingBroker:
         """Listen (again) on the same port."""
@@ -69,6 +71,10 @@ class CapturingBroker:
         http.server.ThreadingHTTPServer.allow_reuse_address = True
         self._server = http.server.ThreadingHTTPServer((HOST, self.port), Handler)
         self._server.daemon_threads = True
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, name="ngsi-ld-test-broker", daemon=True)
         self._thread.start()
         return self

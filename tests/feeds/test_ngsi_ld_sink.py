@@ -13,11 +13,12 @@ from aggregators.kpi import KpiPoint
 from gateway.journal import Journal
 from gateway.metrics import Metrics
 from gateway.settings import ConfigError, Settings, load_settings
-from gateway.sinks.base import Delivery
+from gateway.sinks.base import Action, Delivery, SinkError
 from gateway.sinks.ngsi_ld import NgsiLdSink, build_ngsi_ld_sinks
 from gateway.sinks.ngsi_ld_mapping import EntityMapper
 from tests.feeds.ngsi_ld_broker import CapturingBroker
-from tests.feeds.test_ngsi_ld import PLACES, T0
+from tests.feeds.test_ngsi_ld import PLACES, T0, journal_entries
+from tests.tls import TlsFiles
 
 H = 3_600_000_000_000
 
@@ -150,3 +151,21 @@ flush_interval = "5s"
     with pytest.raises(ConfigError, match="pm25 have no NGSI-LD mapping"):
         load_settings(config, env={})
     assert isinstance(Settings().ngsi_ld, list)
+
+
+def test_https_with_the_citys_ca_file(tmp_path: Path, tls_files: TlsFiles) -> None:
+    broker = CapturingBroker(tls=(str(tls_files.server_cert), str(tls_files.server_key))).start()
+    entries = journal_entries(tmp_path, _points(1))
+    try:
+        untrusted = NgsiLdSink("ngsi-ld-tls", broker.url, EntityMapper("kit-7", PLACES.get))
+        with pytest.raises(SinkError) as caught:
+            untrusted.write(entries)
+        assert caught.value.action is Action.RETRY and "certificate" in caught.value.reason.lower()
+        untrusted.close()
+        trusted = NgsiLdSink("ngsi-ld-tls", broker.url, EntityMapper("kit-7", PLACES.get),
+                             ca_file=tls_files.ca_cert)
+        trusted.write(entries)
+        trusted.close()
+        assert broker.url.startswith("https://") and len(broker.entities()) == 2
+    finally:
+        broker.stop()
