@@ -275,3 +275,24 @@ def test_mqtt_transport_publishes_observations_the_server_accepts(tmp_path: Path
     assert [o["result"] for o in got] == [11.0, 12.0, 13.0]
     assert got[0]["phenomenonTime"] == "2026-09-21T14:13:20+00:00/2026-09-21T14:13:30+00:00"
     journal.close()
+
+
+def test_a_datastream_deleted_on_the_server_is_created_again(tmp_path: Path, sta: SensorThingsServer) -> None:
+    gw = "gw-deleted"
+    settings = _settings(tmp_path, gw, f'[[sensorthings]]\nurl = "{sta.url}"\n')
+    journal = Journal(settings.journal_path)
+    journal.append(kpis=_points("air-1", "pm2_5", "ug/m3", [1.0, 2.0]))
+    (sink,) = build_sensorthings_sinks(settings)
+    _run(sink, settings.journal_path, lambda d: d.cursor == journal.last_seq(), "the first points")
+    old = sta.get(f"Datastreams?$filter=name%20eq%20'{gw}/air-1/pm2_5/10s'")["value"][0]["@iot.id"]
+    request = urllib.request.Request(f"{sta.url}/Datastreams('{old}')", method="DELETE")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status in (200, 204)
+    journal.append(kpis=_points("air-1", "pm2_5", "ug/m3", [1.0, 2.0, 3.0])[2:])
+    (sink,) = build_sensorthings_sinks(settings)  # a restart: the id of the deleted Datastream is in the journal
+    _run(sink, settings.journal_path, lambda d: d.cursor == journal.last_seq(), "the point after the delete")
+    (new,) = sta.get(f"Datastreams?$filter=name%20eq%20'{gw}/air-1/pm2_5/10s'")["value"]
+    assert new["@iot.id"] != old
+    assert [o["result"] for o in _observations(sta, gw)[f"{gw}/air-1/pm2_5/10s"]] == [3.0]
+    assert sta.count("Things") == len({t["name"] for t in sta.get("Things?$top=100")["value"]})  # none doubled
+    journal.close()
