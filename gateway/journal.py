@@ -411,6 +411,10 @@ class Journal:
         """
         with self._lock:
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self.limit_wal()
+
+    def limit_wal(self) -> None:
+        """Empty the WAL (TRUNCATE checkpoint, waiting at most 2 s) once it is over half its budget."""
         if self.wal_bytes() > self.wal_budget // 2:
             with self._lock:
                 self._db.execute("PRAGMA busy_timeout=2000")

@@ -243,13 +243,21 @@ class Pipeline:
         # for longer than one small transaction.
         journal = Journal(self.journal.path, self.journal.synchronous, self.journal.max_bytes)
         try:
-            last = 0.0
-            while not self._stop.wait(1.0):
+            last_checkpoint = last_trim = 0.0
+            # Four times a second: the WAL's size and the cap (a stat and three pragmas while under both);
+            # a second of ingest in a burst can grow the WAL by megabytes. A PASSIVE checkpoint every second,
+            # trimming every 5 s.
+            while not self._stop.wait(0.25):
                 try:
-                    journal.checkpoint()
-                    due = time.monotonic() - last >= 5.0
+                    now = time.monotonic()
+                    if now - last_checkpoint >= 1.0:
+                        last_checkpoint = now
+                        journal.checkpoint()
+                    else:
+                        journal.limit_wal()
+                    due = now - last_trim >= 5.0
                     if due:
-                        last = time.monotonic()
+                        last_trim = now
                     self.housekeeping(journal, trim=due)
                 except sqlite3.OperationalError as exc:  # a full disk: the next round tries again
                     self.housekeeping_failure.failed(exc)

@@ -135,8 +135,10 @@ def test_disk_cap_counts_the_wal_so_the_cap_acts_before_the_disk_fills(tmp_path:
             assert "over its cap" in log
             assert metric(status.metrics(), "citygw_journal_write_errors_total") == 0, log[-3000:]
             assert "disk is full" not in log
-            # The database and its WAL together stay near the cap (one second of ingest over it at most).
-            assert peak[0] <= cap + 2 * MIB, peak
+            # The database and its WAL together stay near the cap: checked four times a second, they exceed it
+            # by at most what arrives in between (0.3 MiB seen at this rate; 1 MiB allowed on a loaded machine).
+            print(f"peak database + WAL {peak[0]} bytes, peak WAL {peak[1]} bytes, cap {cap}")
+            assert peak[0] <= cap + MIB, peak
         finally:
             stop.set()
             sampler.join(5)
