@@ -51,7 +51,7 @@ def journal_at_cap(gw: Gateway) -> str | None:
     at = gw.pipeline.cap_dropped_at
     if at is None or time.monotonic() - at > CAP_REASON_HOLD_S:
         return None
-    dropped = gw.journal.get_meta("dropped_undelivered") or "0"
+    dropped = gw.monitor.journal.dropped()  # the monitor's own connection: /healthz never waits on the writer
     return (f"journal: at its cap (journal.max_size = {gw.journal.max_bytes} bytes), dropping the oldest "
             f"undelivered entries ({dropped} so far); restore the uplink or raise journal.max_size")
 

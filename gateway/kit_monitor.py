@@ -218,6 +218,8 @@ class KitMonitor:
             "sinks": sinks,
             "kpis": kpis,
             "kpi_series": self.board.describe(),
+            # late_by_window, late_by_device, clock_offsets: event-time problems per device (docs/architecture.md)
+            **gw.pipeline.time_report(),
         }
 
     def close(self) -> None:

@@ -230,9 +230,11 @@ class Pipeline:
             batch = self._take()
             if batch:
                 self._processing = True
-                self.process(batch)
-                self._processing = False
-                self._committed_at = time.monotonic()
+                try:
+                    self.process(batch)
+                    self._committed_at = time.monotonic()
+                finally:
+                    self._processing = False
             elif self._stop.is_set():
                 break
             self.tick()
