@@ -44,7 +44,7 @@ class DeviceRecord:
     last_seen_mono: float | None = None
     last_seen_wall: float | None = None
     intervals: deque[float] = field(default_factory=lambda: deque(maxlen=8))
-    latest: dict[str, tuple[float, str, int]] = field(default_factory=dict)  # quantity -> (value, unit, ts_ns)
+    latest: dict[str, Reading] = field(default_factory=dict)  # quantity -> its latest accepted reading
     last_rejection: str = ""
     last_rejection_wall: float | None = None
     stale: bool = False  # unavailable because unheard (set by check_stale, cleared when heard)
@@ -74,19 +74,26 @@ class DeviceBook:
         now_mono, now_wall = self.mono(), self.wall()
         back: list[str] = []
         with self._lock:
-            seen: set[str] = set()
+            devices = self._devices
+            heard: dict[str, DeviceRecord] = {}
+            device: str | None = None
+            latest: dict[str, Reading] = {}
+            # On the ingest thread's path: one dict store per reading; the readings of one message share
+            # their device, so the record is looked up once per run of readings.
             for r in readings:
-                rec = self._devices.get(r.device_id) or self._add(r.device_id)
-                rec.latest[r.quantity] = (r.value, r.unit, r.ts)
-                if r.device_id in seen:
-                    continue
-                seen.add(r.device_id)
+                if r.device_id != device:
+                    device = r.device_id
+                    rec = heard.get(device) or devices.get(device) or self._add(device)
+                    heard[device] = rec
+                    latest = rec.latest
+                latest[r.quantity] = r
+            for device_id, rec in heard.items():
                 # A silence that made the device unavailable is an outage, not its reporting interval.
                 if rec.last_seen_mono is not None and now_mono - rec.last_seen_mono >= BURST_S and not rec.stale:
                     rec.intervals.append(now_mono - rec.last_seen_mono)
                 rec.last_seen_mono, rec.last_seen_wall = now_mono, now_wall
                 if not rec.owned and rec.available is not True:
-                    back.append(r.device_id)  # first heard (metric 1) or heard again (logged once)
+                    back.append(device_id)  # first heard (metric 1) or heard again (logged once)
                     rec.available, rec.stale, rec.reason = True, False, ""
         for device_id in back:
             self.report(device_id, True, "")
@@ -162,7 +169,7 @@ class DeviceBook:
                 "last_seen": r.last_seen_wall,
                 "last_seen_age_s": None if r.last_seen_mono is None else round(now_mono - r.last_seen_mono, 1),
                 "stale_after_s": None if r.owned else round(self.stale_limit(r), 1),
-                "latest": {q: {"value": v, "unit": u, "ts": ts} for q, (v, u, ts) in sorted(r.latest.items())},
+                "latest": {q: {"value": x.value, "unit": x.unit, "ts": x.ts} for q, x in sorted(r.latest.items())},
                 "last_rejection": r.last_rejection,
                 "last_rejection_at": r.last_rejection_wall,
             } for r in records]
