@@ -136,9 +136,10 @@ def probe_port(port: str, baudrates: Sequence[int] = USUAL_BAUDRATES, seconds: f
                 for kind, heard, framer in zip(streaming, at_rate, framers, strict=True):
                     heard.byte_count += len(data)
                     _feed(kind, data, heard, "probe", {}, framer)
-                if all(h.frames >= 2 or not h.byte_count for h in at_rate) and any(h.speaks for h in at_rate):
+                if any(h.frames >= 3 for h in at_rate):  # enough evidence; the others had the same bytes
                     break
-        for kind in polled:
+        # A port where a sensor streams is not polled: another kind's request could change that sensor's mode.
+        for kind in polled if not any(h.speaks for h in at_rate) else ():
             try:
                 at_rate.append(listen(port, kind, baud, seconds=min(seconds, 1.5)))
             except ValueError as exc:  # a poll request that needs options (an address) we do not know

@@ -15,9 +15,22 @@ from simulators.sds011 import Sds011Simulator
 REPO = Path(__file__).resolve().parents[2]
 
 
+class _ListeningSds011(Sds011Simulator):
+    """Records what the probe sends it."""
+
+    def __init__(self, **kwargs: object) -> None:
+        self.heard = bytearray()
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    def _on_bytes(self, data: bytes) -> list[bytes]:
+        self.heard += data
+        return super()._on_bytes(data)
+
+
 def test_streaming_sensor_is_recognised_and_others_are_not() -> None:
-    with Sds011Simulator(seed=1, period_s=0.2) as sim:
+    with _ListeningSds011(seed=1, period_s=0.2) as sim:
         heard, notes = probe_port(sim.port, seconds=2.0)
+    assert sim.heard == b""  # a sensor that streams gets no other kind's poll request
     speaking = {h.kind for h in heard if h.speaks}
     assert speaking == {"sds011"}
     sds = next(h for h in heard if h.kind == "sds011")
