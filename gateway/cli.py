@@ -267,6 +267,13 @@ def cmd_service(args: argparse.Namespace) -> int:
     return run_service_command(args)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the U4SSC report of a period (gateway/report/)."""
+    from gateway.report.command import run_report
+
+    return run_report(args)
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     """List every device kind and payload format with its link, quantities and units."""
     from devices.registry import KINDS
@@ -491,6 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("devices", help="list device kinds and payload formats")
     p.set_defaults(func=cmd_devices)
+
+    from gateway.report.command import add_parser as report_parser
+
+    report_parser(sub).set_defaults(func=cmd_report)
 
     from gateway.watch import add_arguments as watch_arguments
 
