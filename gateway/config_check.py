@@ -6,11 +6,14 @@ in `citygw check-config` (errors and warnings) and at the start of `citygw run` 
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from gateway.settings import ConfigProblem, Settings, _apply_env_overrides, _line_index
 
@@ -77,9 +80,11 @@ def check_environment(settings: Settings, path: str | os.PathLike[str] | None,
     applied = set(_apply_env_overrides({}, env).values())
     for var in sorted(v for v in env if v.startswith("CITYGW_")):
         if var not in applied and var not in named_by_config:
-            add(False, 0, "", f"environment variable {var} overrides nothing: overrides are "
-                "CITYGW_<SECTION>_<KEY> for a scalar of [gateway], [mqtt], [journal], [aggregation] or "
-                "[local_store] (e.g. CITYGW_MQTT_HOST); check its spelling")
+            close = difflib.get_close_matches(var, _override_names(), n=1, cutoff=0.8)
+            hint = f"did you mean {close[0]}?" if close else (
+                "overrides are CITYGW_<SECTION>_<KEY> for a scalar of [gateway], [mqtt], [journal], "
+                "[aggregation] or [local_store] (e.g. CITYGW_MQTT_HOST); check its spelling")
+            add(False, 0, "", f"environment variable {var} overrides nothing: {hint}")
 
     # Something to read and somewhere to deliver.
     if not settings.devices and not settings.mqtt.routes:
@@ -102,6 +107,17 @@ def check_environment(settings: Settings, path: str | os.PathLike[str] | None,
             error, message = problem
             add(error or for_run, at(*key) or at("gateway", "data_dir"), ".".join(key), message)
     return findings
+
+
+def _override_names() -> list[str]:
+    """Every CITYGW_<SECTION>_<KEY> name that overrides something."""
+    candidates = {}
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            for key in model.model_fields:
+                candidates[f"CITYGW_{section}_{key}".upper()] = "x"
+    return sorted(set(_apply_env_overrides({}, candidates).values()))
 
 
 def _leaves(data: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], Any]]:

@@ -111,7 +111,8 @@ def test_unknown_citygw_override_is_reported(tmp_path: Path, capsys: pytest.Capt
     monkeypatch.setenv("CITYGW_GATEWAY_ID", "kit-7")  # a real override: not reported
     code, out = _check(tmp_path, DEVICE, capsys)
     assert code == 0
-    assert "warning:" in out and "environment variable CITYGW_MQTT_HOTS overrides nothing" in out
+    assert "warning:" in out and ("environment variable CITYGW_MQTT_HOTS overrides nothing: did you mean "
+                                  "CITYGW_MQTT_HOST?") in out
     assert "CITYGW_GATEWAY_ID" not in out
 
 
