@@ -75,7 +75,7 @@ class Metrics:
                 mqtt_clients: Iterable[str] = ()) -> None:
         """Give every labelled series its first sample at start, so an alert on `== 0` fires before any event.
 
-        A device starts unavailable (no frame yet) and a client disconnected (no CONNACK yet).
+        A device starts unavailable and never seen (no frame yet), a client disconnected (no CONNACK yet).
         """
         self.healthy.set(1)
         for client in mqtt_clients:
@@ -89,4 +89,6 @@ class Metrics:
                 self.sink_errors.labels(sink, action)
         for device in devices:
             self.device_up.labels(device).set(0)
+            self.device_last_seen.labels(device).set(0)  # never: an alert on time() - last_seen fires
+            self.clock_offset.labels(device).set(0)
             self.readings.labels(device)

@@ -117,5 +117,6 @@ def test_every_gauge_has_a_sample_from_start() -> None:
     text = generate_latest(metrics.registry).decode()
     for line in ('citygw_mqtt_connected{client="in"} 0.0', 'citygw_mqtt_connected{client="feed"} 0.0',
                  'citygw_sink_lag{sink="influx"} 0.0', 'citygw_sink_oldest_undelivered_seconds{sink="influx"} 0.0',
-                 'citygw_device_available{device="pm-1"} 0.0', "citygw_healthy 1.0", "citygw_queue_depth 0.0"):
+                 'citygw_device_available{device="pm-1"} 0.0', "citygw_healthy 1.0", "citygw_queue_depth 0.0",
+                 'citygw_device_last_seen_timestamp_seconds{device="pm-1"} 0.0'):
         assert line in text, line
