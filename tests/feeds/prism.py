@@ -25,6 +25,7 @@ standard allows (tests/feeds/test_ngsi_ld_prism.py proves that broken requests a
 from __future__ import annotations
 
 import copy
+import json
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -63,7 +64,8 @@ def _inline(spec: dict[str, Any], node: Any, stack: tuple[str, ...]) -> Any:
 
 def derived_spec(source: Path = ETSI_OPENAPI) -> dict[str, Any]:
     """The OpenAPI document Prism serves: the ETSI upsert operation, with the corrections in the module doc."""
-    spec = yaml.safe_load(source.read_text(encoding="utf-8"))
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ten times faster on this 200 kB file
+    spec = yaml.load(source.read_text(encoding="utf-8"), Loader=loader)  # a safe loader, C or Python
     schemas = spec["components"]["schemas"]
     schemas["Entity"] = copy.deepcopy(schemas["Entity"])
     schemas["Entity"].setdefault("properties", {})["@context"] = {"$ref": "#/components/schemas/LdContext"}
@@ -95,7 +97,7 @@ class Prism(Server):
 
     def __init__(self, workdir: str | Path | None = None, *, startup_timeout: float = 90.0) -> None:
         super().__init__(workdir, startup_timeout=startup_timeout)
-        self.spec_path = self.workdir / "ngsi-ld-upsert.yaml"
+        self.spec_path = self.workdir / "ngsi-ld-upsert.json"
 
     @property
     def url(self) -> str:
@@ -104,7 +106,7 @@ class Prism(Server):
 
     def _prepare(self) -> None:
         if not self.spec_path.exists():
-            self.spec_path.write_text(yaml.safe_dump(derived_spec(), sort_keys=False), encoding="utf-8")
+            self.spec_path.write_text(json.dumps(derived_spec()), encoding="utf-8")
 
     def _command(self, executable: str) -> list[str]:
         return [executable, "mock", "--errors", "-h", HOST, "-p", str(self.port), str(self.spec_path)]
