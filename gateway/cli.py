@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
+SERVICE_CONFIG = "/etc/citygw/citygw.toml"  # where `citygw service install` puts the config (docs/deploy.md)
+
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper()),
@@ -464,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("tail", help="print a running gateway's readings live (from its journal)")
-    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--config", "-c", default=SERVICE_CONFIG, help=f"default {SERVICE_CONFIG} (the service's)")
     p.add_argument("--device", default=None, help="only this device id")
     p.add_argument("--quantity", default=None, help="only this quantity (or KPI name)")
     p.add_argument("--last", type=int, default=10, help="first show this many recent entries (0: none)")
@@ -474,13 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tail)
 
     p = sub.add_parser("backlog", help="per sink: entries waiting, oldest age; dead letters")
-    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--config", "-c", default=SERVICE_CONFIG, help=f"default {SERVICE_CONFIG} (the service's)")
     p.add_argument("--requeue", nargs="?", const="", default=None, metavar="SINK",
                    help="send the dead letters (of SINK, default all) again, after fixing their cause")
     p.set_defaults(func=cmd_backlog)
 
     p = sub.add_parser("export", help="raw readings and KPI points of a period as CSV")
-    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--config", "-c", default=SERVICE_CONFIG, help=f"default {SERVICE_CONFIG} (the service's)")
     p.add_argument("--from", dest="start", required=True, help="first day or moment (local time), e.g. 2026-11-01")
     p.add_argument("--to", dest="end", required=True, help="end, exclusive (local time), e.g. 2026-12-01")
     p.add_argument("--device", action="append", default=None, help="only this device id (repeatable)")
