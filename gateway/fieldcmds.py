@@ -73,7 +73,8 @@ class JournalReader:
         if not path.exists():
             raise FileNotFoundError(f"no journal at {path}: has the gateway run with this config (data_dir)?")
         self.path = path
-        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        # A URI (percent-encoded by as_uri) so that mode=ro applies whatever characters the path holds.
+        self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
 
     def close(self) -> None:
         """Close the connection."""

@@ -222,3 +222,17 @@ def test_simulate_shows_progress_on_a_terminal_and_is_quiet_when_piped() -> None
     code, out, err = _simulate(stderr_tty=False)
     assert code == 0 and "simulated 1 day(s)" in out
     assert err == ""  # nothing but the result when piped
+
+
+def test_backlog_reads_a_journal_whose_path_has_uri_characters(tmp_path: Path) -> None:
+    odd = tmp_path / "kit #1 ?x"
+    odd.mkdir()
+    path = odd / "kit.toml"
+    path.write_text(f'[gateway]\nid = "t"\ndata_dir = "{odd}/data"\nstatus_listen = ""\n')
+    settings = load_settings(path, env={})
+    journal = Journal(settings.journal_path)
+    journal.append([Reading("pm1", "pm2_5", 1.0, "ug/m3", time.time_ns())])
+    journal.close()
+    out = io.StringIO()
+    print_backlog(settings, out)
+    assert "sink local-store: 1 entry waiting" in out.getvalue()
