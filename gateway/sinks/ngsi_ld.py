@@ -70,7 +70,12 @@ class NgsiLdSink:
 
     def write(self, entries: Sequence[Entry]) -> None:
         """Upsert the batch's entities; raise a classified SinkError on failure."""
+        skipped = self.mapper.skipped_values
         entities = self.mapper.entities(entries)
+        if self.mapper.skipped_values > skipped:
+            log.warning("sink %s: left out %d attribute value(s) that were not finite numbers (%d so far); the "
+                        "KPI points stay in the journal and InfluxDB", self.name,
+                        self.mapper.skipped_values - skipped, self.mapper.skipped_values)
         for entity, _seqs in entities:
             if "location" not in entity:
                 self._warn_unplaced(entity)

@@ -247,11 +247,14 @@ class EntityMapper:
         return [(d.entity, d.seqs) for _key, d in ordered]
 
     def _apply(self, drafts: dict[tuple[str, int], _Draft], rule: Rule, p: KpiPoint, seq: int) -> None:
-        value = rule.value(p)
+        try:
+            value = rule.value(p)
+        except (ValueError, OverflowError):  # NaN or infinity where the model wants an integer
+            value = math.nan
         if value is None:
             return
         if isinstance(value, float) and not math.isfinite(value):
-            self.skipped_values += 1
+            self.skipped_values += 1  # JSON has no NaN; the sink logs the count
             return
         eid = self.entity_id(rule.entity_type, p)
         draft = drafts.get((eid, p.end_ns))

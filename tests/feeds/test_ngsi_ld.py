@@ -242,3 +242,18 @@ def test_the_documented_example_is_what_the_sink_sends(tmp_path: Path) -> None:
     built = [e for e, _seqs in mapper().entities(journal_entries(tmp_path, points))]
     assert documented == built
     assert schema_errors(built[0]) == [] and vocab_fallbacks(built[0]) == []
+
+
+def test_values_json_cannot_carry_are_left_out_and_counted(tmp_path: Path) -> None:
+    # The journal stores infinities in `value`; a NaN or infinity among the fields comes back as null.
+    points = [_hour("pm2_5", "air-1", "ug/m3", float("inf")), _hour("pm10", "air-1", "ug/m3", 9.0),
+              _hour("caqi", "air-1", "index", float("-inf"), tags={"band": "very low"}),
+              _hour("water_volume", "water-1", "m3", 0.5, {"last": float("inf")})]
+    m = mapper()
+    built = [e for e, _seqs in m.entities(journal_entries(tmp_path, points))]
+    air = by_id(built, "AirQualityObserved")
+    assert "pm25" not in air and air["pm10"]["value"] == 9.0 and "airQualityIndex" not in air
+    water = by_id(built, "WaterConsumptionObserved")
+    assert "waterConsumption" not in water and water["volumeConsumed"]["value"] == 0.5
+    assert m.skipped_values == 2
+    json.dumps(built, allow_nan=False)  # what goes out is plain JSON
