@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from devices import json_mapping
+from tests.feeds.mqtt_feed_support import validators
 from tests.integration.helpers import FeedSubscriber, publish_all
 from tests.reliability.support import FaultProxy, GatewayProcess, StatusPage, kit_config, metric, wait_for
 from tests.servers import InfluxV1, Mosquitto
@@ -107,6 +108,9 @@ def test_sink_answering_401_is_a_reason_on_healthz_status_and_the_health_topic(
         assert unhealthy[-1]["gateway"] == gw_id
         assert any(r.startswith("sink influx:") for r in unhealthy[-1]["reasons"])
 
+        health_schema = validators()["health"]  # the shipped JSON Schema, checked by jsonschema
+        for document in published():
+            health_schema.validate(document)
         proxy.authorization = None  # credentials "fixed": the proxy forwards to influxd
         wait_for(lambda: healthz(status) == (200, "ok"), 30, "healthy again after the sink recovered")
         wait_for(lambda: published() and published()[-1]["healthy"], 30, "a healthy document")
@@ -120,7 +124,9 @@ def test_sink_answering_401_is_a_reason_on_healthz_status_and_the_health_topic(
     late = FeedSubscriber(mosquitto.port, health_topic)
     try:
         wait_for(lambda: late.snapshot().get(health_topic), 10, "the retained health document")
-        assert late.snapshot()[health_topic][-1]["healthy"] is True
+        last = late.snapshot()[health_topic][-1]
+        assert last["healthy"] is True and last["reasons"] == []
+        validators()["health"].validate(last)
     finally:
         late.close()
 
