@@ -8,6 +8,7 @@ number of failed attempts once the broker is there.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -49,6 +50,11 @@ def test_broker_down_at_start_is_logged_once_and_the_gauge_reads_zero(tmp_path: 
                  "the feed connected")
         wait_for(lambda: "failed attempt(s)" in gateway.log(), 10, "the connection logged with the attempts")
         assert status.status()["mqtt_connected"] is True
+        # Several connects failed (one line said so), and the connection names how many.
+        attempts = re.search(r"connected to MQTT broker [^ ]+ \(session present: \w+\) after (\d+) failed",
+                             gateway.log())
+        assert attempts is not None and int(attempts.group(1)) >= 3, gateway.log()
+        assert gateway.log().count("MQTT input: cannot connect to MQTT broker") == 1
     finally:
         code = gateway.stop()
         broker.close()
