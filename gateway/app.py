@@ -121,11 +121,12 @@ class Gateway:
                     name, cfg.url, cfg.database, cfg.username,
                     read_secret(cfg.password_env, cfg.password_file, "influx.password"),
                     gzip_body=cfg.gzip, timeout_s=cfg.timeout, ca_file=cfg.ca_file, verify_tls=cfg.verify_tls,
-                    create_database=cfg.create_database))
+                    create_database=cfg.create_database, gateway_id=s.gateway.id))
             else:
                 sinks.append(InfluxV2Sink(
                     name, cfg.url, cfg.org, cfg.bucket, read_secret(cfg.token_env, cfg.token_file, "influx.token"),
-                    gzip_body=cfg.gzip, timeout_s=cfg.timeout, ca_file=cfg.ca_file, verify_tls=cfg.verify_tls))
+                    gzip_body=cfg.gzip, timeout_s=cfg.timeout, ca_file=cfg.ca_file, verify_tls=cfg.verify_tls,
+                    gateway_id=s.gateway.id))
         sinks.extend(build_sensorthings_sinks(s))
         sinks.extend(build_ngsi_ld_sinks(s))
         if s.mqtt.host and s.mqtt.feed.enabled:

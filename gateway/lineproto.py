@@ -1,9 +1,11 @@
 """InfluxDB line protocol, formatted directly from journal entries (the documented schema is in README.md).
 
-Raw readings: measurement `reading`, tags device_id, quantity, unit (+ quality when not good, + the reading's
-own tags), field `value`. KPI points: measurement `kpi`, tags device_id, name, window, unit, valid (+ the
-point's tags), fields value and the window statistics; timestamp = window start. Same series and timestamp
-overwrite, so re-delivery after a crash is idempotent.
+Raw readings: measurement `reading`, tags gateway, device_id, quantity, unit (+ quality when not good, + the
+reading's own tags), field `value`. KPI points: measurement `kpi`, tags gateway, device_id, name, window, unit,
+valid (+ the point's tags), fields value and the window statistics; timestamp = window start. The `gateway` tag
+(the writing gateway's id) keeps a fleet's kits apart: every kit built from one config has the same device
+ids; a reading's own tag of that name gives way to it. Same series and timestamp overwrite, so re-delivery
+after a crash is idempotent.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ __all__ = ["entry_line", "escape_key", "escape_tag"]
 # 400), so CR and LF become *escaped* spaces: an unescaped space would end the tag set.
 _KEY_TABLE = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\ ", "\r": r"\ "})
 _MEASUREMENT_TABLE = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\ ", "\r": r"\ "})
-_RESERVED_READING = ("device_id", "quantity", "unit", "quality")
-_RESERVED_KPI = ("device_id", "name", "window", "unit", "valid")
+_RESERVED_READING = ("gateway", "device_id", "quantity", "unit", "quality")
+_RESERVED_KPI = ("gateway", "device_id", "name", "window", "unit", "valid")
 
 
 def escape_key(text: str) -> str:
@@ -40,34 +42,37 @@ def _tag_set(fixed: list[tuple[str, str]], extra: Mapping[str, str], reserved: t
     return "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in pairs)
 
 
-_prefix_cache: dict[tuple[str, str, str, str, str], str] = {}
+_prefix_cache: dict[tuple[str, str, str, str, str, str], str] = {}
 _PREFIX_CACHE_MAX = 20_000  # series; beyond it the cache is rebuilt (bounded memory)
 
 
-def _reading_prefix(e: Entry) -> str:
-    key = (e.device_id, e.quantity, e.unit, e.quality, e.tags_json)
+def _reading_prefix(e: Entry, gateway: str) -> str:
+    key = (gateway, e.device_id, e.quantity, e.unit, e.quality, e.tags_json)
     prefix = _prefix_cache.get(key)
     if prefix is None:
-        fixed = [("device_id", e.device_id), ("quantity", e.quantity), ("unit", e.unit),
+        fixed = [("gateway", gateway), ("device_id", e.device_id), ("quantity", e.quantity), ("unit", e.unit),
                  ("quality", "" if e.quality == "good" else e.quality)]
-        prefix = f"reading{_tag_set(fixed, e.tags, _RESERVED_READING)} value="
+        reserved = _RESERVED_READING if gateway else _RESERVED_READING[1:]
+        prefix = f"reading{_tag_set(fixed, e.tags, reserved)} value="
         if len(_prefix_cache) >= _PREFIX_CACHE_MAX:
             _prefix_cache.clear()  # bounded; the next lines rebuild what is still in use
         _prefix_cache[key] = prefix
     return prefix
 
 
-def entry_line(e: Entry) -> str:
-    """One line of line protocol for a journal entry."""
+def entry_line(e: Entry, gateway: str = "") -> str:
+    """One line of line protocol for a journal entry, tagged with the writing gateway's id when given."""
     if e.kind == KIND_KPI:
         extra = e.extra or {}
-        fixed = [("device_id", e.device_id), ("name", e.quantity), ("window", str(extra.get("window", ""))),
-                 ("unit", e.unit), ("valid", "true" if extra.get("valid", True) else "false")]
+        fixed = [("gateway", gateway), ("device_id", e.device_id), ("name", e.quantity),
+                 ("window", str(extra.get("window", ""))), ("unit", e.unit),
+                 ("valid", "true" if extra.get("valid", True) else "false")]
         fields = {"value": float(e.value)}
         for k, v in (extra.get("fields") or {}).items():
             if k != "value" and v is not None and not (isinstance(v, float) and v != v):
                 fields[k] = v
         field_text = ",".join(f"{escape_key(k)}={format_value(v)}" for k, v in sorted(fields.items()))
-        return f"kpi{_tag_set(fixed, e.tags, _RESERVED_KPI)} {field_text} {e.ts}"
+        reserved = _RESERVED_KPI if gateway else _RESERVED_KPI[1:]
+        return f"kpi{_tag_set(fixed, e.tags, reserved)} {field_text} {e.ts}"
     # Readings repeat the same series over and over: the escaped measurement and tag set is cached.
-    return f"{_reading_prefix(e)}{float(e.value)!r} {e.ts}"
+    return f"{_reading_prefix(e, gateway)}{float(e.value)!r} {e.ts}"

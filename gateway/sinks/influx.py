@@ -56,8 +56,9 @@ class _HttpLineSink:
     only_kind: int | None = None  # readings and KPI points both go to InfluxDB
 
     def __init__(self, name: str, write_url: str, headers: dict[str, str], gzip_body: bool, timeout_s: float,
-                 ca_file: Path | None, verify_tls: bool) -> None:
+                 ca_file: Path | None, verify_tls: bool, gateway_id: str = "") -> None:
         self.name = name
+        self._gateway_id = gateway_id  # the `gateway` tag on every point: a fleet's kits share device ids
         self._url = write_url
         self._headers = {"Content-Type": "text/plain; charset=utf-8", **headers}
         self._gzip = gzip_body
@@ -66,11 +67,12 @@ class _HttpLineSink:
 
     def body(self, entry: Entry) -> str:
         """The entry as a line of line protocol."""
-        return entry_line(entry)
+        return entry_line(entry, self._gateway_id)
 
     def write(self, entries: Sequence[Entry]) -> None:
         """POST the batch; raise a classified SinkError on failure."""
-        payload = "\n".join(entry_line(e) for e in entries).encode()
+        gateway_id = self._gateway_id
+        payload = "\n".join(entry_line(e, gateway_id) for e in entries).encode()
         headers = dict(self._headers)
         if self._gzip:
             payload = gzip.compress(payload, compresslevel=1)
@@ -95,14 +97,14 @@ class InfluxV1Sink(_HttpLineSink):
 
     def __init__(self, name: str, url: str, database: str, username: str = "", password: str = "",
                  gzip_body: bool = True, timeout_s: float = 10.0, ca_file: Path | None = None,
-                 verify_tls: bool = True, create_database: bool = False) -> None:
+                 verify_tls: bool = True, create_database: bool = False, gateway_id: str = "") -> None:
         query = urllib.parse.urlencode({"db": database, "precision": "ns"})
         headers = {}
         if username:
             token = base64.b64encode(f"{username}:{password}".encode()).decode()
             headers["Authorization"] = f"Basic {token}"
         super().__init__(name, f"{url.rstrip('/')}/write?{query}", headers, gzip_body, timeout_s, ca_file,
-                         verify_tls)
+                         verify_tls, gateway_id)
         self._database = database
         self._create_database = create_database
         self._query_url = f"{url.rstrip('/')}/query"
@@ -142,11 +144,13 @@ class InfluxV2Sink:
     only_kind: int | None = None  # readings and KPI points both go to InfluxDB
 
     def __init__(self, name: str, url: str, org: str, bucket: str, token: str, gzip_body: bool = True,
-                 timeout_s: float = 10.0, ca_file: Path | None = None, verify_tls: bool = True) -> None:
+                 timeout_s: float = 10.0, ca_file: Path | None = None, verify_tls: bool = True,
+                 gateway_id: str = "") -> None:
         from influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
         self.name = name
+        self._gateway_id = gateway_id
         self._bucket = bucket
         self._org = org
         # retries=False: retry, backoff and splitting live once, in the core's Delivery.
@@ -157,7 +161,7 @@ class InfluxV2Sink:
 
     def body(self, entry: Entry) -> str:
         """The entry as a line of line protocol."""
-        return entry_line(entry)
+        return entry_line(entry, self._gateway_id)
 
     def write(self, entries: Sequence[Entry]) -> None:
         """Write the batch; raise a classified SinkError on failure."""
@@ -165,7 +169,7 @@ class InfluxV2Sink:
         from influxdb_client.rest import ApiException
         from urllib3.exceptions import HTTPError
 
-        lines = [entry_line(e) for e in entries]
+        lines = [entry_line(e, self._gateway_id) for e in entries]
         try:
             self._api.write(bucket=self._bucket, org=self._org or "-", record=lines, write_precision=WritePrecision.NS)  # type: ignore[arg-type]
         except ApiException as exc:
