@@ -1,12 +1,13 @@
 """Event-time tumbling windows with a watermark per source and grace; the core owns windows, late data and closing.
 
 A reading falls in the window of its event time. Each source (device) has its own watermark: the newest event
-time it sent, bounded by the wall clock; once the source is idle, the wall clock minus the source's usual delay
-drives it, so its windows still close. A window [start, end) of a source closes once that source's watermark
-passes end + grace; a reading arriving for an already closed window is *late* for that window: counted per
-window length, kept raw in the journal, and not folded into the (already published) KPI. One device that
-lags (a LoRaWAN network server, a logger uploading in batches) or runs ahead therefore never costs the others
-their windows. Daily windows follow the kit's local time zone, so a day is 23 or 25 hours long across DST.
+time it sent, bounded by the wall clock; once the source is idle (quiet for the idle time and for three of its
+usual pauses between batches), the wall clock drives it, so its windows still close. A window [start, end) of
+a source closes once that source's watermark passes end + grace; a reading arriving for an already closed
+window is *late* for that window: counted per window length, kept raw in the journal, and not folded into the
+(already published) KPI. One device that lags (a LoRaWAN network server, a logger uploading in batches) or
+runs ahead therefore never costs the others their windows. Daily windows follow the kit's local time zone, so
+a day is 23 or 25 hours long across DST.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ from aggregators.stats import coverage, level_stats
 from devices.reading import Reading
 from devices.vocabulary import QUANTITIES
 
-__all__ = ["WindowEngine", "WindowSpec", "parse_duration_ns"]
+__all__ = ["IDLE_INTERVALS", "WindowEngine", "WindowSpec", "parse_duration_ns"]
+
+# A source is idle once it was quiet this many of its usual pauses between batches (and the idle time): a
+# LoRaWAN device reporting every 5 minutes is not idle after 5 seconds, a stream every second is.
+IDLE_INTERVALS = 3
 
 _NS = {"ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000,
        "d": 86_400_000_000_000}
@@ -87,13 +92,13 @@ BucketKey = tuple[SeriesKey, WindowSpec, int]  # series, window size, window sta
 class _Source:
     """Event-time state of one source (device): its watermark inputs, horizon and open buckets by end."""
 
-    __slots__ = ("by_end", "ends", "horizon", "lag", "max_event", "received")
+    __slots__ = ("by_end", "ends", "horizon", "interval", "max_event", "received")
 
     def __init__(self, horizon: int) -> None:
         self.horizon = horizon  # every window of this source ending at or before it is closed
         self.max_event = 0  # the newest event time it sent
-        self.lag = 0  # receipt minus event time of the oldest reading of its latest batch (>= 0)
         self.received = 0  # receipt time of its latest batch (wall clock, ns)
+        self.interval = 0  # how long a pause is normal for it: the time between its last two batches
         # Open buckets grouped by window end, and a heap of those ends: closing costs what closes, not
         # what is open (10,000 devices keep 100,000 buckets open).
         self.by_end: dict[int, list[BucketKey]] = {}
@@ -142,20 +147,18 @@ class WindowEngine:
     def add(self, reading: Reading, received_ns: int | None = None) -> bool:
         """Fold one reading into its source's open windows; False (and counted) when it is late for every window.
 
-        `received_ns` (the wall-clock receipt time) teaches the source's usual delay; a replay passes None.
+        `received_ns` (the wall-clock receipt time) teaches the source's usual pause; a replay passes None.
         """
         device = reading.device_id
         src = self._sources.get(device)
         if src is None:
             src = self._sources[device] = _Source(self._floor)
         ts = reading.ts
-        if received_ns is not None:
-            delay = received_ns - ts
-            if received_ns != src.received:  # a new batch: its delay replaces the last one's
-                src.received = received_ns
-                src.lag = max(0, delay)
-            elif delay > src.lag:
-                src.lag = delay
+        if received_ns is not None and received_ns != src.received:  # the first reading of a new batch
+            # The pause before this batch; for a new source, the age of its first reading (a logger uploading
+            # a quarter hour at once, or a network server delivering 10 minutes late, collected that long).
+            src.interval = max(0, received_ns - (src.received or ts))
+            src.received = received_ns
         if ts > src.max_event:
             src.max_event = ts
         key = (device, reading.quantity, reading.unit)
@@ -250,8 +253,9 @@ class WindowEngine:
         """Move each source's watermark and close what it passed (end + grace); return the KPI points.
 
         A source's watermark is its newest event time, never beyond `now_ns`. With `wall_clock`, a source that
-        sent nothing for `idle_ns` follows the wall clock minus its usual delay, and none trails the wall clock
-        by more than `max_lag_ns`; without it (an input with a backlog is down) only event time moves it.
+        sent nothing for `idle_ns` and for IDLE_INTERVALS of its usual pause between batches follows the wall
+        clock, and none trails the wall clock by more than `max_lag_ns`; without it (an input with a backlog is
+        down) only event time moves it.
         """
         due: list[BucketKey] = []
         grace = self.grace_ns
@@ -259,9 +263,10 @@ class WindowEngine:
         for src in self._sources.values():
             watermark = src.max_event if src.max_event < now_ns else now_ns
             if wall_clock:
-                if now_ns - src.received >= idle_ns and now_ns - src.lag > watermark:
-                    watermark = now_ns - src.lag
-                if watermark < lowest:
+                quiet = now_ns - src.received
+                if quiet >= idle_ns and quiet >= IDLE_INTERVALS * src.interval:
+                    watermark = now_ns
+                elif watermark < lowest:
                     watermark = lowest
             if watermark - grace > src.horizon:
                 self._raise(src, watermark - grace, due)
@@ -287,18 +292,18 @@ class WindowEngine:
         return min(self.closed_until.values(), default=0)
 
     def source_state(self) -> dict[str, list[int]]:
-        """Each source's horizon, newest event time and usual delay, to persist with the closed windows."""
-        return {device: [src.horizon, src.max_event, src.lag] for device, src in self._sources.items()}
+        """Each source's horizon, newest event time and usual pause, to persist with the closed windows."""
+        return {device: [src.horizon, src.max_event, src.interval] for device, src in self._sources.items()}
 
     def restore_sources(self, state: dict[str, list[int]], now_ns: int) -> None:
         """Restore what source_state() returned (before replaying the journal); idle time counts from `now_ns`."""
-        for device, (horizon, max_event, lag) in state.items():
+        for device, (horizon, max_event, interval) in state.items():
             src = self._sources.get(device)
             if src is None:
                 src = self._sources[device] = _Source(self._floor)
             src.horizon = max(src.horizon, int(horizon))
             src.max_event = max(src.max_event, int(max_event))
-            src.lag = int(lag)
+            src.interval = int(interval)
             src.received = now_ns
 
     def restore_floor(self, closed_until: dict[str, int]) -> None:

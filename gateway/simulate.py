@@ -171,8 +171,10 @@ def run_simulation(settings: Settings, specs: list[DeviceSpec], days: float, sta
                 t = t1
                 if progress is not None:
                     progress((t - start_ns) / (86400 * S), pipeline.accepted)
-            # Let the idle rule move the watermark past the last window's end + grace: everything closes.
-            clock.now_ns = end_ns + int(settings.aggregation.grace * S) + pipeline.idle_close_ns + S
+            # Let the idle rule move every device's watermark past its last window's end + grace: everything
+            # closes. A device is idle after three of its usual pauses between batches (a step, or more for a
+            # device reporting less often than every step): a day of wall time covers any of them.
+            clock.now_ns = end_ns + int(settings.aggregation.grace * S) + pipeline.idle_close_ns + 86400 * S
             pipeline.tick()
             result.readings = pipeline.accepted
             result.rejected = pipeline.rejected_count

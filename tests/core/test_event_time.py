@@ -67,7 +67,7 @@ def test_a_lagging_device_gets_its_windows(tmp_path: Path) -> None:
     clock = Clock(T0)
     p = _pipeline(tmp_path / "j.sqlite", clock)
     points = _live_and_lagging(p, clock, T0, 300)
-    clock.now = T0 + 300 * S + LAG + 120 * S  # both idle: wall time minus each one's delay closes the rest
+    clock.now = T0 + 300 * S + 10 * S  # both idle (quiet > 5 s and > 3 pauses of 1 s): wall time closes the rest
     p.tick()
     points += [e.as_kpi() for e in p.journal.read_after(0, 10_000, KIND_KPI) if e.as_kpi() not in points]
     assert _count(points, "lora-1") == 300 and _count(points, "live-1") == 300
@@ -76,22 +76,38 @@ def test_a_lagging_device_gets_its_windows(tmp_path: Path) -> None:
     assert lora == [T0 - LAG + m * 60 * S for m in range(5)]
 
 
-def test_an_idle_device_closes_by_the_wall_clock_minus_its_delay(tmp_path: Path) -> None:
+def test_an_idle_device_closes_by_the_wall_clock(tmp_path: Path) -> None:
+    """Idle = quiet for the idle time (5 s) and for three of the device's usual pauses between batches."""
     clock = Clock(T0)
     p = _pipeline(tmp_path / "j.sqlite", clock)
-    closed = _live_and_lagging(p, clock, T0, 90)  # both stop at T0 + 89 s
+    closed = _live_and_lagging(p, clock, T0, 90)  # both stop at T0 + 89 s, after a batch a second
     last_lora = T0 - LAG + 60 * S  # lora-1's last window [T0 - 9 min, T0 - 8 min) is open
     assert not any(pt.device_id == "lora-1" and pt.start_ns == last_lora for pt in closed)
-    clock.now = T0 + 100 * S  # idle, but its usual delay is 10 minutes: not yet
+    clock.now = T0 + 93 * S  # quiet for 4 s: not idle yet
     p.tick()
     assert not any(pt.device_id == "lora-1" and pt.start_ns == last_lora for pt in closed)
-    assert any(pt.device_id == "live-1" and pt.start_ns == T0 + 60 * S for pt in closed) is False
-    clock.now = T0 + 130 * S  # live-1's window [T0+60, T0+120) closes on wall time (idle, no delay)
-    p.tick()
-    assert any(pt.device_id == "live-1" and pt.start_ns == T0 + 60 * S for pt in closed)
-    clock.now = T0 + 130 * S + LAG  # lora-1: wall time minus 10 minutes passed its window end + grace
+    clock.now = T0 + 95 * S  # quiet for 6 s: idle, the wall clock drives both
     p.tick()
     assert any(pt.device_id == "lora-1" and pt.start_ns == last_lora for pt in closed)
+    assert not any(pt.device_id == "live-1" and pt.start_ns == T0 + 60 * S for pt in closed)  # ends + grace later
+    clock.now = T0 + 130 * S
+    p.tick()
+    assert any(pt.device_id == "live-1" and pt.start_ns == T0 + 60 * S for pt in closed)
+
+
+def test_a_device_reporting_every_few_minutes_is_not_idle_between_reports(tmp_path: Path) -> None:
+    clock = Clock(T0)
+    p = _pipeline(tmp_path / "j.sqlite", clock)
+    out: list[KpiPoint] = []
+    p.on_kpis = out.extend
+    for report in range(12):  # a LoRaWAN device: one uplink every 5 minutes, 10 minutes behind
+        for second in range(0, 300, 5):
+            clock.now = T0 + report * 300 * S + second * S
+            if second == 0:
+                p.process([([Reading("lora-1", "pm2_5", 1.0, "ug/m3", clock.now - LAG)], None)])
+            p.tick()
+    assert p.engine.late_by_window == {"1m": 0}
+    assert sorted(k.start_ns for k in out) == [T0 - LAG + r * 300 * S for r in range(11)]
 
 
 def test_a_batch_uploader_loses_nothing(tmp_path: Path) -> None:
@@ -109,7 +125,7 @@ def test_a_batch_uploader_loses_nothing(tmp_path: Path) -> None:
         batch = [Reading("logger-1", "pm2_5", 2.0, "ug/m3", T0 + ((upload - 1) * 900 + s) * S) for s in range(900)]
         p.process([(batch, None)])
         p.tick()
-    clock.now += 2 * 900 * S
+    clock.now += 3 * 900 * S + 10 * S  # quiet for three of its pauses between uploads: idle, all close
     p.tick()
     assert p.engine.late == 0 and p.engine.late_by_window == {"1m": 0, "15m": 0}
     assert sum(int(k.fields["count"]) for k in out if k.device_id == "logger-1" and k.window == "15m") == 3600
@@ -172,7 +188,7 @@ def test_late_for_one_window_in_time_for_another_is_counted_and_logged(
     report = p.time_report()
     assert report["late_by_window"] == {"1m": 2, "1h": 0}
     assert report["late_by_device"] == [{"device": "d", "window": "1m", "late": 2}]
-    clock.now = T0 + 3800 * S  # idle: wall time minus d's last delay (2 min) passes the hour + grace
+    clock.now = T0 + 3700 * S  # d and other idle: the wall clock passes the hour + grace
     p.tick()
     hour = [e.as_kpi() for e in p.journal.read_after(0, 100, KIND_KPI) if e.as_kpi().window == "1h"]
     assert [(k.device_id, k.fields["count"]) for k in hour] == [("d", 4), ("other", 1)]
