@@ -146,7 +146,7 @@ def test_round_trip_against_a_real_server_matches_influxdb(tmp_path: Path, mosqu
     gateway = GatewayProcess(_config(tmp_path, gw, mosquitto, influx_v1, db, sta, "10s", "1s", status),
                              tmp_path / "gateway.log").start()
     try:
-        base = (time.time_ns() // (10 * S)) * 10 * S - 100 * S
+        base = (time.time_ns() // (10 * S)) * 10 * S - 30 * S  # the last readings are about now
         messages = [(f"{gw}/sensors/noise-1/json", json_mapping.encode("noise-1", base + i * S,
                                                                        {"noise_laeq": 50.0 + i % 7}))
                     for i in range(30)]
