@@ -26,8 +26,13 @@ SERVICE_CONFIG = "/etc/citygw/citygw.toml"  # where `citygw service install` put
 
 
 def _setup_logging(level: str) -> None:
+    from gateway.sd_notify import JournalFormatter, under_journald
+
     logging.basicConfig(level=getattr(logging, level.upper()),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
+    if under_journald():  # run by systemd: priorities journald understands, its own timestamps
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JournalFormatter())
 
 
 def _wait_for_signal(gateway: Gateway, duration: float | None, on_tick: Callable[[], None] = lambda: None) -> None:
@@ -69,8 +74,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings = load_settings(args.config)
         _setup_logging(settings.gateway.log_level)
         findings = check_environment(settings, args.config, for_run=True)
+        config_log = logging.getLogger("citygw.config")  # under systemd: journald priorities err / warning
         for finding in findings:
-            print(finding, file=sys.stderr)
+            (config_log.error if finding.error else config_log.warning)("%s", finding.problem)
         if any(f.error for f in findings):
             return 1
         gateway = Gateway(settings)

@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
-__all__ = ["Notifier", "Watchdog"]
+__all__ = ["JournalFormatter", "Notifier", "Watchdog", "under_journald"]
 
 log = logging.getLogger("citygw.systemd")
 
@@ -89,3 +89,26 @@ class Watchdog:
         self._stalled_logged = False
         if self.notifier.send("WATCHDOG=1"):
             self._last_ping = now
+
+
+class JournalFormatter(logging.Formatter):
+    """Log lines for journald: a `<priority>` prefix (so `journalctl -p warning` works), no timestamp of our own.
+
+    systemd reads the sd-daemon(3) prefix on a service's stderr; journald stamps every line itself.
+    """
+
+    PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
+
+    def __init__(self) -> None:
+        super().__init__("%(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Prefix every line of the record (a traceback too) with its syslog priority."""
+        priority = next((p for level, p in self.PRIORITIES if record.levelno >= level), 7)
+        return "\n".join(f"<{priority}>{line}" for line in super().format(record).splitlines())
+
+
+def under_journald(env: Mapping[str, str] | None = None) -> bool:
+    """Whether stderr goes to journald (systemd sets JOURNAL_STREAM for a service's stdout/stderr)."""
+    env = os.environ if env is None else env
+    return bool(env.get("JOURNAL_STREAM"))

@@ -74,7 +74,8 @@ def test_duplicate_device_id_alone_has_a_line(tmp_path: Path) -> None:
 
 
 def test_unset_secret_variable_is_reported_by_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.delenv("KIT_INFLUX_PW", raising=False)
     text = (DEVICE + '\n[[influx]]\napi = "v1"\nurl = "http://127.0.0.1:1"\ndatabase = "d"\n'
             'username = "u"\npassword_env = "KIT_INFLUX_PW"\n')
@@ -84,13 +85,14 @@ def test_unset_secret_variable_is_reported_by_check_config(tmp_path: Path, capsy
             "is not set here") in out
     # …and `run` refuses with the same words instead of failing later.
     assert main(["run", "--config", str(tmp_path / "kit.toml"), "--duration", "0.1"]) == 1
-    assert "influx[0].password_env: environment variable KIT_INFLUX_PW is not set" in capsys.readouterr().err
+    assert "influx[0].password_env: environment variable KIT_INFLUX_PW is not set" in caplog.text  # logged
     monkeypatch.setenv("KIT_INFLUX_PW", "pw")
     code, out = _check(tmp_path, text, capsys)
     assert code == 0 and "KIT_INFLUX_PW" not in out
 
 
-def test_missing_secret_and_ca_files_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_secret_and_ca_files_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  caplog: pytest.LogCaptureFixture) -> None:
     text = (DEVICE + '\n[[influx]]\napi = "v1"\nurl = "https://127.0.0.1:1"\ndatabase = "d"\n'
             f'username = "u"\npassword_file = "{tmp_path}/nope"\nca_file = "{tmp_path}/ca.pem"\n')
     code, out = _check(tmp_path, text, capsys)
@@ -101,8 +103,10 @@ def test_missing_secret_and_ca_files_are_reported(tmp_path: Path, capsys: pytest
     assert f"warning: {f}:12: influx[0].ca_file: {tmp_path}/ca.pem does not exist: check the path" in out
     # …and `run` refuses to start with the same lines.
     assert main(["run", "--config", str(f), "--duration", "0.1"]) == 1
-    err = capsys.readouterr().err
-    assert f"{f}:11: influx[0].password_file: {tmp_path}/nope does not exist" in err and "warning" not in err
+    errors = [r.getMessage() for r in caplog.records if r.name == "citygw.config" and r.levelname == "ERROR"]
+    assert f"{f}:11: influx[0].password_file: {tmp_path}/nope does not exist: create it (mode 0600, owned by the " \
+           "user the gateway runs as)" in errors
+    assert len(errors) == 2  # the password file and the CA file: both stop `run`
 
 
 def test_unknown_citygw_override_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str],

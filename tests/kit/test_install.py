@@ -194,3 +194,26 @@ def test_abstract_socket_and_no_socket() -> None:
     finally:
         notifier.close()
         sock.close()
+
+
+def test_under_systemd_log_lines_carry_journald_priorities(tmp_path: Path) -> None:
+    """JOURNAL_STREAM set (stderr goes to journald): `<4>` warnings, `<6>` info, `<3>` errors, no own timestamp."""
+    config = tmp_path / "kit.toml"
+    config.write_text(f'[gateway]\nid = "t"\ndata_dir = "{tmp_path}/data"\nstatus_listen = ""\n\n'
+                      f'[[devices]]\nid = "pm1"\nkind = "pms5003"\nport = "{tmp_path}/ttyGONE"\n')
+    env = {**os.environ, "JOURNAL_STREAM": "8:12345"}
+    proc = subprocess.run([sys.executable, "-m", "gateway.cli", "run", "--config", str(config), "--duration", "1"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert all(re.match(r"<[0-7]>", line) for line in lines), lines
+    assert any(line.startswith("<4>citygw.pipeline: device pm1 is unavailable: cannot open") for line in lines)
+    assert any(line.startswith("<6>citygw: citygw t running:") for line in lines)
+    assert any(line.startswith("<6>citygw: citygw stopped:") for line in lines)
+
+    (tmp_path / "afile").write_text("")
+    config.write_text(f'[gateway]\nid = "t"\ndata_dir = "{tmp_path}/afile"\n')
+    proc = subprocess.run([sys.executable, "-m", "gateway.cli", "run", "--config", str(config)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert proc.returncode == 1
+    assert f"<3>citygw.config: {config}:3: gateway.data_dir: {tmp_path}/afile is a file" in proc.stderr
