@@ -488,6 +488,7 @@ class Settings(_Section):
             if unplaced:
                 raise ValueError(f"[[sensorthings]] needs a position for every device; {', '.join(unplaced)} "
                                  "has none: set lat/lon on the device, or gateway.lat/lon for the whole kit")
+        _refuse_shared_windowed_routes(self)
         return self
 
     @property
@@ -518,6 +519,25 @@ class Settings(_Section):
     def local_store_enabled(self) -> bool:
         """Whether the JSON-lines local store sink runs."""
         return self.local_store.enabled if self.local_store.enabled is not None else not self.influx
+
+
+def _refuse_shared_windowed_routes(settings: Settings) -> None:
+    """A `$share/<group>/…` route spreads each device over several gateways: each would publish its own partial
+    KPI of the same device and window, overwriting the others' (one series, one timestamp). Refused while the
+    readings are windowed (aggregation.windows not empty), located at the route's `topic` line."""
+    if not settings.aggregation.windows:
+        return
+    errors = [
+        InitErrorDetails(type=PydanticCustomError(
+            "shared_subscription",
+            "a $share/ subscription spreads one device's messages over several gateways, and each would publish "
+            "a partial KPI for the same device and window, overwriting the others' in InfluxDB and on the feed; "
+            "subscribe without $share/ (one gateway per device), or set aggregation.windows = [] on the shared "
+            "gateways to keep raw readings only"), loc=("mqtt", "routes", i, "topic"), input=route.topic)
+        for i, route in enumerate(settings.mqtt.routes) if route.topic.startswith("$share/")
+    ]
+    if errors:
+        raise ValidationError.from_exception_data("Settings", errors)
 
 
 def read_secret(env: str, file: Path | None, what: str) -> str:
