@@ -103,7 +103,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         notifier.send("STOPPING=1")
         gateway.stop()
         logging.getLogger("citygw").info(
-            "%s", stop_summary(settings, gateway.pipeline.accepted, gateway.pipeline.rejected_count))
+            "%s", stop_summary(settings, gateway.pipeline.accepted, gateway.pipeline.rejected_count,
+                               [(d.sink.name, d.sink.only_kind) for d in gateway.deliveries]))
         notifier.close()
     return 0
 

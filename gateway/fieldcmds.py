@@ -32,8 +32,12 @@ _COLUMNS = "seq, kind, ts, device_id, quantity, unit, value, tags, quality, extr
 def sinks_of(settings: Settings) -> list[tuple[str, int | None]]:
     """(cursor name, only_kind) of every sink the config runs, named as the gateway names them."""
     from gateway.app import influx_sink_name
+    from gateway.sinks.ngsi_ld import NgsiLdSink, ngsi_ld_sink_name
+    from gateway.sinks.sensorthings import SensorThingsSink, sensorthings_sink_name
 
     sinks: list[tuple[str, int | None]] = [(influx_sink_name(cfg), None) for cfg in settings.influx]
+    sinks += [(sensorthings_sink_name(cfg), SensorThingsSink.only_kind) for cfg in settings.sensorthings]
+    sinks += [(ngsi_ld_sink_name(cfg), NgsiLdSink.only_kind) for cfg in settings.ngsi_ld]
     if settings.mqtt.host and settings.mqtt.feed.enabled:
         sinks.append(("mqtt-feed", None if settings.mqtt.feed.raw else KIND_KPI))
     if settings.local_store_enabled:
@@ -341,15 +345,17 @@ def export_csv(settings: Settings, start_ns: int, end_ns: int, devices: Sequence
 # -- run's summary on stop ----------------------------------------------------------------------------------
 
 
-def stop_summary(settings: Settings, accepted: int, rejected: int) -> str:
-    """One line: readings accepted and rejected, backlog left per sink, journal size."""
+def stop_summary(settings: Settings, accepted: int, rejected: int,
+                 sinks: list[tuple[str, int | None]] | None = None) -> str:
+    """One line: readings accepted and rejected, backlog left per sink (name, only_kind), journal size."""
     try:
         reader = JournalReader(settings.journal_path)
     except (FileNotFoundError, sqlite3.Error) as exc:
         return f"citygw stopped: {accepted} readings accepted, {rejected} rejected; journal unreadable: {exc}"
     try:
         left = ", ".join(f"{b.name} {b.waiting}" for b in
-                         (reader.backlog(name, kind) for name, kind in sinks_of(settings))) or "no sinks"
+                         (reader.backlog(name, kind) for name, kind in
+                          (sinks if sinks is not None else sinks_of(settings)))) or "no sinks"
         size = reader.size_bytes()
     except sqlite3.Error as exc:
         left, size = f"unknown ({exc})", 0

@@ -236,3 +236,18 @@ def test_backlog_reads_a_journal_whose_path_has_uri_characters(tmp_path: Path) -
     out = io.StringIO()
     print_backlog(settings, out)
     assert "sink local-store: 1 entry waiting" in out.getvalue()
+
+
+def test_backlog_names_every_configured_sink_as_the_gateway_does(tmp_path: Path) -> None:
+    from gateway.fieldcmds import sinks_of
+
+    settings, _ = _settings(tmp_path, '[[devices]]\nid = "pm1"\nkind = "pms5003"\nport = "/dev/null"\nlat = 40.4\n'
+                                      'lon = -3.7\n\n[[influx]]\napi = "v1"\nurl = "http://127.0.0.1:1"\n'
+                                      'database = "d"\n\n[[sensorthings]]\nurl = "http://127.0.0.1:2/v1.1"\n\n'
+                                      '[local_store]\nenabled = true\n')
+    gateway = Gateway(settings)
+    try:
+        built = [(d.sink.name, d.sink.only_kind) for d in gateway.deliveries]
+    finally:
+        gateway.stop()
+    assert sorted(sinks_of(settings), key=str) == sorted(built, key=str) and len(built) == 3
