@@ -130,7 +130,7 @@ class ClockOffsets:
 
 
 def _span(seconds: float) -> str:
-    if seconds >= 3600:
+    if seconds >= 3570:  # an hour behind, received half a minute early, still reads "1.00 h"
         return f"{seconds / 3600:.2f} h"
     if seconds >= 60:
         return f"{seconds / 60:.1f} min"
