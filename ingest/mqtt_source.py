@@ -123,7 +123,11 @@ class MqttSource:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
-            log.error("MQTT broker %s:%d refused the connection: %s", self.opts.host, self.opts.port, reason)
+            self.failed_attempts += 1  # logged once per outage, like an unreachable broker
+            if self.failed_attempts == 1:
+                log.error("MQTT broker %s:%d refused the connection: %s (check mqtt.username and "
+                          "password_env/password_file, and the broker's ACL); retrying", self.opts.host,
+                          self.opts.port, reason)
             return
         self.generation += 1
         set_nodelay(client)

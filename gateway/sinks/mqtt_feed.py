@@ -173,7 +173,11 @@ class MqttFeedSink:
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: mqtt.ReasonCode,
                     props: object) -> None:
         if reason.is_failure:
-            log.error("feed: broker refused the connection: %s", reason)
+            self.failed_attempts += 1  # logged once per outage, like an unreachable broker
+            if self.failed_attempts == 1:
+                log.error("feed: broker %s:%d refused the connection: %s (check mqtt.username and "
+                          "password_env/password_file, and the broker's ACL); retrying", self._opts.host,
+                          self._opts.port, reason)
             return
         set_nodelay(client)
         if self.meta is not None:  # before "online", so a subscriber that sees the kit online can describe it

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from tests.reliability.support import GatewayProcess, StatusPage, kit_config, metric, wait_for
-from tests.servers import Mosquitto, free_port
+from tests.servers import MQTT_USER, Mosquitto, free_port
 
 
 def test_broker_down_at_start_is_logged_once_and_the_gauge_reads_zero(tmp_path: Path) -> None:
@@ -58,4 +58,33 @@ def test_broker_down_at_start_is_logged_once_and_the_gauge_reads_zero(tmp_path: 
     finally:
         code = gateway.stop()
         broker.close()
+    assert code == 0, gateway.log()
+
+
+WRONG = "n0t-the-Pa55word"
+
+
+def test_broker_refusing_our_credentials_is_logged_once_per_connection(tmp_path: Path,
+                                                                     mosquitto_tls: Mosquitto) -> None:
+    gw_id = f"refused{time.time_ns() % 10**8}"
+    status = StatusPage()
+    config = kit_config(tmp_path, gw_id, status, mqtt_port=mosquitto_tls.port, route_topic=f"{gw_id}/+/json")
+    config.write_text(config.read_text().replace('reconnect_max = "1s"\n', f'reconnect_max = "1s"\nusername = '
+                                                 f'"{MQTT_USER}"\npassword_env = "TEST_WRONG_MQTT_PASSWORD"\n'))
+    def refusals() -> int:  # the broker's own count of refused CONNECTs (it logs the client as <unknown>)
+        return mosquitto_tls.log_path.read_text(errors="replace").count("disconnected, not authorised")
+
+    before = refusals()
+    gateway = GatewayProcess(config, tmp_path / "gateway.log", env={"TEST_WRONG_MQTT_PASSWORD": WRONG}).start()
+    try:
+        wait_for(lambda: gateway.log().count("refused the connection") >= 2, 30, "the input's and the feed's line")
+        # The broker refused both connections several times; the gateway's log has one line per connection.
+        wait_for(lambda: refusals() - before >= 8, 30, "several refused attempts")
+        log = gateway.log()
+        assert log.count(f"MQTT broker 127.0.0.1:{mosquitto_tls.port} refused the connection") == 1, log
+        assert log.count(f"feed: broker 127.0.0.1:{mosquitto_tls.port} refused the connection") == 1, log
+        assert "check mqtt.username and password_env/password_file" in log
+        assert WRONG not in log  # the secret itself is never logged
+    finally:
+        code = gateway.stop()
     assert code == 0, gateway.log()
