@@ -25,10 +25,19 @@ import serial
 from devices.reading import Reading
 from devices.registry import KINDS
 from gateway.probe import listen
-from gateway.settings import ConfigError, DeviceConfig, InfluxSection, Settings, read_secret
+from gateway.settings import (
+    ConfigError,
+    DeviceConfig,
+    InfluxSection,
+    NgsiLdSection,
+    SensorThingsSection,
+    Settings,
+    read_secret,
+)
 from ingest.mqtt_client import MqttOptions, build_client, connect_properties
 
-__all__ = ["Outcome", "check_device", "check_influx", "check_mqtt", "connect_checks", "run_connect_checks"]
+__all__ = ["Outcome", "check_device", "check_influx", "check_mqtt", "check_ngsi_ld", "check_sensorthings",
+           "connect_checks", "run_connect_checks"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +226,79 @@ def check_influx(cfg: InfluxSection, index: int, timeout_s: float = 5.0) -> Outc
     return Outcome(target, False, f"HTTP {status} {text}")
 
 
+def _get(url: str, headers: dict[str, str], timeout_s: float, ca_file: Path | None,
+         verify_tls: bool) -> tuple[int, str]:
+    ctx = None
+    if url.startswith("https"):
+        ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        if not verify_tls:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+    req = urllib.request.Request(url, headers=headers, method="GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s, context=ctx) as resp:
+            return int(resp.status), resp.read(4096).decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read(4096).decode("utf-8", "replace")
+
+
+def _http_outcome(target: str, url: str, headers: dict[str, str], timeout_s: float, ca_file: Path | None,
+                  verify_tls: bool, ok_text: str, credentials: str, not_found: str) -> Outcome:
+    """GET `url`: OK on 2xx; otherwise what the status means for this kind of server."""
+    try:
+        status, body = _get(url, headers, timeout_s, ca_file, verify_tls)
+    except ssl.SSLCertVerificationError as exc:
+        return Outcome(target, False, f"TLS certificate not trusted: {exc.verify_message} — set ca_file to the CA "
+                                      "that signed the server's certificate")
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        return Outcome(target, False, f"cannot reach {url}: {getattr(exc, 'reason', exc)} — check url and that "
+                                      "the server runs")
+    if 200 <= status < 300:
+        return Outcome(target, True, ok_text)
+    text = _error_text(body)
+    if status in (401, 403):
+        return Outcome(target, False, f"HTTP {status} {text} — the server refused the credentials: check {credentials}")
+    if status == 404:
+        return Outcome(target, False, f"HTTP 404 on {url} — {not_found}")
+    return Outcome(target, False, f"HTTP {status} {text}")
+
+
+def check_sensorthings(cfg: SensorThingsSection, index: int, timeout_s: float = 5.0) -> Outcome:
+    """Read one Thing with the sink's credentials: reachability, the service root and authentication."""
+    base = cfg.url.rstrip("/")
+    target = f"[[sensorthings]] #{index + 1} {base}"
+    headers = {"Accept": "application/json"}
+    token, problem = _secret(cfg.token_env, cfg.token_file, "sensorthings.token")
+    password, problem2 = _secret(cfg.password_env, cfg.password_file, "sensorthings.password")
+    if problem or problem2:
+        return Outcome(target, False, f"{problem or problem2} — set it before connecting")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    elif cfg.username:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{cfg.username}:{password}".encode()).decode()
+    return _http_outcome(target, f"{base}/Things?%24top=1", headers, timeout_s, cfg.ca_file, cfg.verify_tls,
+                         "reachable, credentials accepted (read /Things)",
+                         "username and password_env/password_file, or token_env/token_file",
+                         "url must be the service root, ending in /v1.1 (e.g. …/FROST-Server/v1.1)")
+
+
+def check_ngsi_ld(cfg: NgsiLdSection, index: int, timeout_s: float = 5.0) -> Outcome:
+    """List the broker's entity types with the sink's tenant and token: reachability and authentication."""
+    base = cfg.url.rstrip("/")
+    target = f"[[ngsi_ld]] #{index + 1} {base}{f' (tenant {cfg.tenant})' if cfg.tenant else ''}"
+    headers = {"Accept": "application/json"}
+    token, problem = _secret(cfg.token_env, cfg.token_file, "ngsi_ld.token")
+    if problem:
+        return Outcome(target, False, f"{problem} — set it before connecting")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if cfg.tenant:
+        headers["NGSILD-Tenant"] = cfg.tenant
+    return _http_outcome(target, f"{base}/ngsi-ld/v1/types", headers, timeout_s, cfg.ca_file, cfg.verify_tls,
+                         "reachable, token accepted (listed entity types)", "token_env/token_file",
+                         "url must be the broker's base URL (e.g. http://orion:1026), without /ngsi-ld/v1")
+
+
 # -- serial ports -------------------------------------------------------------------------------------------
 
 
@@ -311,6 +393,10 @@ def connect_checks(settings: Settings, timeout_s: float = 5.0) -> list[Outcome]:
         outcomes.append(check_mqtt(settings, timeout_s))
     for i, cfg in enumerate(settings.influx):
         outcomes.append(check_influx(cfg, i, timeout_s))
+    for i, sta in enumerate(settings.sensorthings):
+        outcomes.append(check_sensorthings(sta, i, timeout_s))
+    for i, ngsi in enumerate(settings.ngsi_ld):
+        outcomes.append(check_ngsi_ld(ngsi, i, timeout_s))
     for device in settings.devices:
         outcomes.append(check_device(device, timeout_s))
     return outcomes

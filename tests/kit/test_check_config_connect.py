@@ -155,3 +155,34 @@ def test_modbus_device_answers_or_not(tmp_path: Path) -> None:
         assert "voltage=" in line
         ok, line = _one(tmp_path, block.format(address=9))  # nobody at 9
         assert not ok and "check address, baudrate/parity/stopbits, A/B wiring" in line, line
+
+
+def test_sensorthings_token_accepted_or_refused(tmp_path: Path, server_factory,  # type: ignore[no-untyped-def]
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.feeds.sensorthings_server import SensorThingsServer
+
+    server = server_factory(SensorThingsServer, bearer_token="right-token")
+    block = (DEVICE.format(port="/dev/null") + 'lat = 40.4\nlon = -3.7\n\n'
+             f'[[sensorthings]]\nurl = "{server.url}"\ntoken_env = "KIT_STA_TOKEN"\n')
+    settings_path = tmp_path / "sta"
+    settings_path.mkdir()
+    from gateway.connect_check import check_sensorthings
+
+    monkeypatch.setenv("KIT_STA_TOKEN", "right-token")
+    settings, _ = _settings(settings_path, block)
+    outcome = check_sensorthings(settings.sensorthings[0], 0)
+    assert outcome.ok and "credentials accepted" in outcome.message, outcome
+    monkeypatch.setenv("KIT_STA_TOKEN", "wrong-token")
+    outcome = check_sensorthings(settings.sensorthings[0], 0)
+    assert not outcome.ok and "HTTP 401" in outcome.message and "check username and password_env" in outcome.message
+    wrong_root = settings.sensorthings[0].model_copy(update={"url": server.url.rsplit("/", 1)[0] + "/v9"})
+    outcome = check_sensorthings(wrong_root, 0)
+    assert not outcome.ok and "HTTP 404" in outcome.message and "service root" in outcome.message, outcome
+
+
+def test_ngsi_ld_broker_unreachable(tmp_path: Path) -> None:
+    from gateway.connect_check import check_ngsi_ld
+
+    settings, _ = _settings(tmp_path, f'[[ngsi_ld]]\nurl = "http://127.0.0.1:{free_port()}"\ntenant = "city"\n')
+    outcome = check_ngsi_ld(settings.ngsi_ld[0], 0)
+    assert not outcome.ok and "(tenant city)" in str(outcome) and "cannot reach" in outcome.message
