@@ -199,6 +199,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return run_watch(args)
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    """Show every kit on a broker: online/offline, health, devices, backlog, last KPI (gateway/fleet.py)."""
+    from gateway.fleet import run_fleet
+
+    return run_fleet(args)
+
+
 def _field_settings(args: argparse.Namespace) -> Settings | None:
     from gateway.settings import ConfigError, load_settings
 
@@ -517,6 +524,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("watch", help="print the live KPIs and status of one or many kits from an MQTT broker")
     watch_arguments(p)
     p.set_defaults(func=cmd_watch)
+
+    from gateway.fleet import add_arguments as fleet_arguments
+
+    p = sub.add_parser("fleet", help="every kit on an MQTT broker: online/offline, health, devices, backlog, "
+                                     "last KPI (terminal table, --json, --listen for a web page)")
+    fleet_arguments(p)
+    p.set_defaults(func=cmd_fleet)
     return parser
 
 

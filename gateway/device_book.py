@@ -155,6 +155,17 @@ class DeviceBook:
 
     # -- reading -------------------------------------------------------------------------------------------
 
+    def availability(self) -> tuple[int, int, int]:
+        """How many devices are available, unavailable and not yet heard (the fleet view's up/down counts)."""
+        up = down = 0
+        with self._lock:
+            for r in self._devices.values():
+                if r.available is True:
+                    up += 1
+                elif r.available is False:
+                    down += 1
+            return up, down, len(self._devices) - up - down
+
     def snapshot(self) -> list[dict[str, Any]]:
         """Every device as plain data, sorted by id (ages in seconds, None when never heard)."""
         now_mono = self.mono()

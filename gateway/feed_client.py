@@ -105,6 +105,8 @@ class Health(_FromTopic):
     healthy: bool
     reasons: list[str]
     at: float  # Unix time, seconds
+    devices: dict[str, int] | None = None  # {"up", "down", "waiting"} counts (kits since issue 14)
+    backlog: dict[str, float] | None = None  # {"entries", "oldest_s"} of the slowest sink
 
 
 class Location(BaseModel):

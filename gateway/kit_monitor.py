@@ -32,7 +32,7 @@ __all__ = ["KitMonitor"]
 
 log = logging.getLogger("citygw.health")
 
-HEALTH_REFRESH_S = 60.0  # while unhealthy, the retained <prefix>/health is refreshed this often (ages move on)
+HEALTH_REFRESH_S = 60.0  # the retained <prefix>/health is refreshed this often (ages and the backlog move on)
 
 
 class JournalView:
@@ -99,6 +99,7 @@ class KitMonitor:
         self.journal = JournalView(s.journal_path)  # opened after the gateway's Journal created the file
         self._mqtt_down_since: float | None = time.monotonic() if s.mqtt.host and s.mqtt.routes else None
         self._keys: list[str] | None = None  # None: nothing published yet
+        self._availability: tuple[int, int, int] | None = None  # device counts last published (fleet view)
         self._published_at = float("-inf")
 
     def _kind_of(self, device_id: str) -> str | None:
@@ -152,11 +153,20 @@ class KitMonitor:
                 log.info("healthy again")
             self._keys = keys
         now = time.monotonic()
-        if not changed and not (reasons and now - self._published_at >= HEALTH_REFRESH_S):
+        # Devices up/down and the backlog ride along for `citygw fleet`: a change of the counts publishes now.
+        availability = self.book.availability()
+        if availability != self._availability:
+            changed, self._availability = True, availability
+        if not changed and not now - self._published_at >= HEALTH_REFRESH_S:
             return
         self._published_at = now
+        last = self.journal.last_seq()
+        slowest = min(cursors, default=last)
         payload = orjson.dumps({"gateway": gw.settings.gateway.id, "healthy": not reasons, "reasons": reasons,
-                                "at": round(time.time(), 3)})
+                                "at": round(time.time(), 3),
+                                "devices": dict(zip(("up", "down", "waiting"), availability, strict=True)),
+                                "backlog": {"entries": max(0, last - slowest),
+                                            "oldest_s": round(self.backlog.age(slowest), 1)}})
         for d in gw.deliveries:
             publish = getattr(d.sink, "publish_health", None)
             if callable(publish):
