@@ -93,7 +93,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.fieldcmds import stop_summary
     from gateway.sd_notify import Notifier, Watchdog
 
-    gateway.start()
+    try:
+        gateway.start()
+    except BaseException:
+        gateway.stop()  # the threads it started are not daemons: join them, or the process could not exit
+        raise
     notifier = Notifier()  # systemd Type=notify: READY once started, the watchdog while ingest moves
     notifier.send("READY=1", f"STATUS=running: {len(settings.devices)} device(s), {len(gateway.sinks)} sink(s)")
     watchdog = Watchdog(notifier, lambda: gateway.pipeline.loop_at)
