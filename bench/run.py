@@ -11,9 +11,9 @@ no assertion on timing, only measurements.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +29,7 @@ import paho.mqtt.client as mqtt
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.peers import Consumer, Naive, NodeRed, install_node_red, node_available  # noqa: E402
 from tests.servers import InfluxV1, Mosquitto  # noqa: E402 — the same real-server helpers the tests use
 
 QUANTITIES = ["pm2_5", "pm10", "pm1_0", "temperature", "relative_humidity", "pressure", "no2", "o3", "co2",
@@ -54,16 +55,12 @@ def rss_mb(pid: int, peak: bool = False) -> float:
     return 0.0
 
 
-def pin(cmd: list[str], core: int) -> list[str]:
-    """Prefix a command with taskset when available (the gateway runs on one core, as on a small board)."""
-    return ["taskset", "-c", str(core), *cmd] if shutil.which("taskset") else cmd
-
-
 # -- workloads ----------------------------------------------------------------------------------------------
 
 def make_payloads(n: int, readings: int, devices: int, base_ns: int) -> list[bytes]:
     """Canonical citygw JSON messages with unique event times (so no reading is a duplicate)."""
     out = []
+    base_ns -= base_ns % 1_000_000  # whole milliseconds: Node-RED's points are written at ms precision
     for i in range(n):
         doc = {"device_id": f"dev-{i % devices}", "ts": base_ns + i * 1_000_000,
                "values": dict(zip(QUANTITIES[:readings], VALUES[:readings], strict=True))}
@@ -71,12 +68,18 @@ def make_payloads(n: int, readings: int, devices: int, base_ns: int) -> list[byt
     return out
 
 
-def publish_lines(broker: Mosquitto, topic: str, payloads: list[bytes], qos: int = 1) -> float:
-    """Publish with mosquitto_pub -l (C, ~40k msg/s) and return the seconds it took."""
+def publish_lines(broker: Mosquitto, topic: str, payloads: list[bytes], qos: int = 1,
+                  background: bool = False) -> float | subprocess.Popen[bytes]:
+    """Publish with mosquitto_pub -l (C, ~40k msg/s); the seconds it took, or the running publisher."""
     data = b"\n".join(payloads) + b"\n"
+    cmd = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", str(qos), "-t", topic, "-l"]
+    if background:
+        spool = tempfile.TemporaryFile()  # noqa: SIM115 — the child reads it; closed when collected
+        spool.write(data)
+        spool.seek(0)
+        return subprocess.Popen(cmd, stdin=spool)
     t0 = time.perf_counter()
-    subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", str(qos), "-t", topic,
-                    "-l"], input=data, check=True)
+    subprocess.run(cmd, input=data, check=True)
     return time.perf_counter() - t0
 
 
@@ -86,22 +89,46 @@ def influx_count(influx: InfluxV1, db: str) -> int:
     return int(rows[0]["count"]) if rows else 0
 
 
-def wait_count(influx: InfluxV1, db: str, target: int, timeout: float) -> float:
-    """Wait until InfluxDB holds `target` readings; return the monotonic time it happened."""
+def wait_count(influx: InfluxV1, db: str, target: int, timeout: float,
+               samples: list[tuple[float, int]] | None = None) -> float:
+    """Wait until InfluxDB holds `target` readings; return the monotonic time it happened (samples: (t, count))."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if influx_count(influx, db) >= target:
-            return time.monotonic()
+        count = influx_count(influx, db)
+        now = time.monotonic()
+        if samples is not None:
+            samples.append((now, count))
+        if count >= target:
+            return now
         time.sleep(0.05)
     raise RuntimeError(f"InfluxDB reached only {influx_count(influx, db)} of {target} readings in {timeout:.0f} s")
 
 
-class Gateway:
-    """`citygw run` pinned to one core, with a generated config."""
+def wait_stable(influx: InfluxV1, db: str, target: int, quiet_s: float, timeout: float) -> int:
+    """The count once it reaches `target` or has not moved for `quiet_s` seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = influx_count(influx, db)
+        if count >= target:
+            return count
+        if count != last:
+            last, since = count, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return count
+        time.sleep(0.2)
+    return influx_count(influx, db)
+
+
+class Gateway(Consumer):
+    """`citygw run` pinned to one core, with a generated config; restarted on the same data_dir after a kill."""
+
+    label = "citygw"
 
     def __init__(self, workdir: Path, broker: Mosquitto, influx: InfluxV1, db: str, topic: str,
                  raw_feed: bool = False, synchronous: str = "full", input_client: str = "paho") -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__(workdir)
+        self._started_at = 0.0
         self.config = workdir / "bench.toml"
         self.config.write_text(f"""
 [gateway]
@@ -136,79 +163,146 @@ url = "{influx.url}"
 database = "{db}"
 batch_size = 5000
 """)
-        self.log = open(workdir / "gateway.log", "wb")  # noqa: SIM115 — closed in stop()
-        self.proc = subprocess.Popen(pin([sys.executable, "-m", "gateway.cli", "run", "--config",
-                                          str(self.config)], core=1),
-                                     cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
 
-    def wait_subscribed(self, broker: Mosquitto, topic: str) -> None:
-        """Give the gateway time to connect and subscribe (its session then keeps everything)."""
-        time.sleep(2.0)
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"gateway exited: {(self.config.parent / 'gateway.log').read_text()}")
+    def command(self) -> list[str]:
+        """`citygw run` with the generated config."""
+        return [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config)]
 
-    def stop(self) -> None:
-        """Clean stop."""
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
-        self.log.close()
+    def start(self, timeout: float = 60.0) -> None:
+        """Start; see ready()."""
+        self._started_at = time.monotonic()
+        super().start(timeout)
+
+    def ready(self) -> bool:
+        """Two seconds to connect and subscribe (its persistent session then keeps everything)."""
+        return time.monotonic() - self._started_at >= 2.0
+
+
+def bench_throughput(consumer: Consumer, broker: Mosquitto, influx: InfluxV1, db: str, topic: str, n: int,
+                     readings: int, samples: list[tuple[float, int]] | None = None) -> dict[str, Any]:
+    """Sustained end-to-end rate of one consumer: messages published → readings counted in InfluxDB."""
+    consumer.start()
+    try:
+        payloads = make_payloads(n, readings, 100, time.time_ns() - 3600 * 10**9)
+        cpu0 = cpu_seconds(consumer.pid)
+        t0 = time.monotonic()
+        if samples is not None:
+            samples.append((t0, 0))
+        publish_lines(broker, topic, payloads, background=samples is not None)
+        t1 = wait_count(influx, db, n * readings, timeout=600, samples=samples)
+        cpu = cpu_seconds(consumer.pid) - cpu0
+        elapsed = t1 - t0
+        return {"msgs_s": n / elapsed, "readings_s": n * readings / elapsed, "cpu_per_1k_ms": cpu / n * 1e6,
+                "peak_rss_mb": rss_mb(consumer.pid, peak=True), "elapsed": elapsed}
+    finally:
+        consumer.stop()
 
 
 def bench_citygw(broker: Mosquitto, influx: InfluxV1, tmp: Path, n: int, readings: int,
                  input_client: str = "paho") -> dict[str, Any]:
-    """Sustained end-to-end rate: messages published → readings counted in InfluxDB."""
+    """citygw's sustained rate with the given MQTT input."""
     db = f"bench_{input_client}_{readings}"
     influx.create_database(db)
     topic = f"bench/{input_client}/{readings}/json"
     gw = Gateway(tmp / f"citygw-{input_client}-{readings}", broker, influx, db, topic, input_client=input_client)
-    try:
-        gw.wait_subscribed(broker, topic)
-        payloads = make_payloads(n, readings, 100, time.time_ns() - 3600 * 10**9)
-        cpu0 = cpu_seconds(gw.proc.pid)
-        t0 = time.monotonic()
-        publish_lines(broker, topic, payloads)
-        t1 = wait_count(influx, db, n * readings, timeout=300)
-        cpu = cpu_seconds(gw.proc.pid) - cpu0
-        elapsed = t1 - t0
-        return {"msgs_s": n / elapsed, "readings_s": n * readings / elapsed, "cpu_per_1k_ms": cpu / n * 1e6,
-                "peak_rss_mb": rss_mb(gw.proc.pid, peak=True), "elapsed": elapsed}
-    finally:
-        gw.stop()
+    return bench_throughput(gw, broker, influx, db, topic, n, readings)
 
 
-def bench_naive(broker: Mosquitto, influx: InfluxV1, n: int, readings: int) -> dict[str, Any]:
+def bench_naive(broker: Mosquitto, influx: InfluxV1, tmp: Path, n: int, readings: int) -> dict[str, Any]:
     """The tutorial pipeline: paho on_message → one HTTP write to InfluxDB per message (pinned to one core)."""
     db = f"naive_{readings}"
     influx.create_database(db)
     topic = f"naive/{readings}/json"
-    script = f"""
-import sys, time, urllib.request, orjson, paho.mqtt.client as mqtt
-url = "{influx.url}/write?db={db}&precision=ns"
-def on_message(client, userdata, msg):
-    doc = orjson.loads(msg.payload)
-    lines = "\\n".join(f"reading,device_id={{doc['device_id']}},quantity={{q}} value={{float(v)}} {{doc['ts']}}"
-                      for q, v in doc["values"].items())
-    urllib.request.urlopen(urllib.request.Request(url, data=lines.encode(), method="POST")).read()
-c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="naive-{readings}", clean_session=False)
-c.on_message = on_message
-c.on_connect = lambda c, u, f, r, p: c.subscribe("{topic}", 1)
-c.connect("127.0.0.1", {broker.port})
-c.loop_forever()
-"""
-    proc = subprocess.Popen(pin([sys.executable, "-c", script], core=1))
+    naive = Naive(tmp / f"naive-{readings}", broker.port, influx.url, db, topic)
+    return bench_throughput(naive, broker, influx, db, topic, n, readings)
+
+
+def bench_nodered(broker: Mosquitto, influx: InfluxV1, tmp: Path, n: int, readings: int) -> dict[str, Any]:
+    """Node-RED's batched flow (join 1,000 msgs / 1 s → influx batch), pinned to the same core."""
+    db = f"nodered_{readings}"
+    influx.create_database(db)
+    topic = f"nodered/{readings}/json"
+    red = NodeRed(tmp / f"nodered-{readings}", install_node_red(), broker.port, influx.port, db, topic)
+    return bench_throughput(red, broker, influx, db, topic, n, readings)
+
+
+def bench_steady(broker: Mosquitto, influx: InfluxV1, tmp: Path, n: int, readings: int,
+                 input_client: str) -> dict[str, Any]:
+    """A long run (≥ 1,000,000 readings): throughput of each tenth, from InfluxDB's count sampled over time."""
+    db = f"steady_{input_client}"
+    influx.create_database(db)
+    topic = f"steady/{input_client}/json"
+    gw = Gateway(tmp / f"citygw-steady-{input_client}", broker, influx, db, topic, input_client=input_client)
+    samples: list[tuple[float, int]] = []
+    result = bench_throughput(gw, broker, influx, db, topic, n, readings, samples=samples)
+    total = n * readings
+    # Time at which the count crossed each tenth (linear between samples); rate of each tenth.
+    crossings = [_crossing(samples, total * k / 10) for k in range(1, 11)]
+    first_landed = next(t for t, c in samples if c > 0)
+    starts = [first_landed, *crossings[:-1]]
+    tenths = [total / 10 / max(end - begin, 1e-6) for begin, end in zip(starts, crossings, strict=True)]
+    result.update({"readings": total, "tenths_readings_s": tenths, "first_tenth": tenths[0],
+                   "last_tenth": tenths[-1], "last_over_first": tenths[-1] / tenths[0]})
+    return result
+
+
+def _crossing(samples: list[tuple[float, int]], level: float) -> float:
+    for (t0, c0), (t1, c1) in itertools.pairwise(samples):
+        if c0 < level <= c1:
+            return t0 + (t1 - t0) * (level - c0) / (c1 - c0)
+    return samples[-1][0]
+
+
+def bench_crash(consumer: Consumer, broker: Mosquitto, influx: InfluxV1, db: str, topic: str,
+                n: int) -> dict[str, Any]:
+    """SIGKILL the consumer once a third of an n-message burst is published, restart it, count what landed.
+
+    The first third is published (and acknowledged by the broker), then the rest starts and the consumer is
+    killed at once, with whatever it had received but not yet written; the restarted consumer resumes its
+    persistent session. What InfluxDB holds once the count stops moving is what landed.
+    """
+    consumer.start()
     try:
-        time.sleep(2.0)
-        payloads = make_payloads(n, readings, 100, time.time_ns() - 3600 * 10**9)
-        cpu0 = cpu_seconds(proc.pid)
-        t0 = time.monotonic()
-        publish_lines(broker, topic, payloads)
-        t1 = wait_count(influx, db, n * readings, timeout=300)
-        cpu = cpu_seconds(proc.pid) - cpu0
-        return {"msgs_s": n / (t1 - t0), "readings_s": n * readings / (t1 - t0), "cpu_per_1k_ms": cpu / n * 1e6,
-                "peak_rss_mb": rss_mb(proc.pid, peak=True)}
+        payloads = make_payloads(n, 1, 100, time.time_ns() - 3600 * 10**9)
+        third = n // 3
+        publish_lines(broker, topic, payloads[:third])
+        rest = publish_lines(broker, topic, payloads[third:], background=True)
+        consumer.kill()
+        at_kill = influx_count(influx, db)
+        consumer.start()
+        assert isinstance(rest, subprocess.Popen)
+        rest.wait(timeout=600)
+        landed = wait_stable(influx, db, n, quiet_s=10.0, timeout=600)
+        return {"sent": n, "landed": landed, "lost": n - landed, "lost_pct": (n - landed) / n * 100,
+                "in_influx_at_kill": at_kill}
     finally:
-        proc.kill()
-        proc.wait()
+        consumer.stop()
+
+
+def crash_citygw(broker: Mosquitto, influx: InfluxV1, tmp: Path, n: int, input_client: str) -> dict[str, Any]:
+    """The crash row for citygw with the given MQTT input."""
+    db = f"crash_{input_client}"
+    influx.create_database(db)
+    topic = f"crash/{input_client}/json"
+    gw = Gateway(tmp / f"citygw-crash-{input_client}", broker, influx, db, topic, input_client=input_client)
+    return bench_crash(gw, broker, influx, db, topic, n)
+
+
+def crash_naive(broker: Mosquitto, influx: InfluxV1, tmp: Path, n: int) -> dict[str, Any]:
+    """The crash row for the naive pipeline."""
+    db = "crash_naive"
+    influx.create_database(db)
+    topic = "crash/naive/json"
+    return bench_crash(Naive(tmp / "naive-crash", broker.port, influx.url, db, topic), broker, influx, db, topic, n)
+
+
+def crash_nodered(broker: Mosquitto, influx: InfluxV1, tmp: Path, n: int) -> dict[str, Any]:
+    """The crash row for Node-RED's batched flow."""
+    db = "crash_nodered"
+    influx.create_database(db)
+    topic = "crash/nodered/json"
+    red = NodeRed(tmp / "nodered-crash", install_node_red(), broker.port, influx.port, db, topic)
+    return bench_crash(red, broker, influx, db, topic, n)
 
 
 def bench_broker(broker: Mosquitto, n: int) -> dict[str, Any]:
@@ -250,7 +344,7 @@ def bench_latency(broker: Mosquitto, influx: InfluxV1, tmp: Path, rate: int, sec
     pub.connect("127.0.0.1", broker.port)
     pub.loop_start()
     try:
-        gw.wait_subscribed(broker, topic)
+        gw.start()
         total = int(rate * seconds)
         start = time.monotonic()
         for i in range(total):
@@ -284,7 +378,7 @@ def bench_drain(broker: Mosquitto, tmp: Path, n: int) -> dict[str, Any]:
         topic = "drain/json"
         gw = Gateway(tmp / "citygw-drain", broker, influx, db, topic)
         try:
-            gw.wait_subscribed(broker, topic)
+            gw.start()
             influx.stop()
             payloads = make_payloads(n, 10, 100, time.time_ns() - 3600 * 10**9)
             publish_lines(broker, topic, payloads)
@@ -308,8 +402,8 @@ def bench_devices(broker: Mosquitto, influx: InfluxV1, tmp: Path, devices: int, 
     topic = f"dev{devices}/json"
     gw = Gateway(tmp / f"citygw-dev-{devices}", broker, influx, db, topic)
     try:
-        gw.wait_subscribed(broker, topic)
-        idle_rss = rss_mb(gw.proc.pid)
+        gw.start()
+        idle_rss = rss_mb(gw.pid)
         payloads = make_payloads(n, 10, devices, time.time_ns() - 30 * 10**9)
         publish_lines(broker, topic, payloads)
         wait_count(influx, db, n * 10, timeout=300)
@@ -321,87 +415,143 @@ def bench_devices(broker: Mosquitto, influx: InfluxV1, tmp: Path, devices: int, 
                 break
             time.sleep(0.5)
         time.sleep(15.0)  # housekeeping trims what was delivered (real work, not idle): let it finish
-        cpu0 = cpu_seconds(gw.proc.pid)
+        cpu0 = cpu_seconds(gw.pid)
         time.sleep(10.0)
-        idle_cpu = (cpu_seconds(gw.proc.pid) - cpu0) / 10.0 * 100
-        return {"rss_mb": rss_mb(gw.proc.pid), "peak_rss_mb": rss_mb(gw.proc.pid, peak=True),
+        idle_cpu = (cpu_seconds(gw.pid) - cpu0) / 10.0 * 100
+        return {"rss_mb": rss_mb(gw.pid), "peak_rss_mb": rss_mb(gw.pid, peak=True),
                 "idle_rss_mb": idle_rss, "idle_cpu_pct": idle_cpu}
     finally:
         gw.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run every benchmark and print the table."""
+    """Run the benchmarks and print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller counts (smoke check)")
+    parser.add_argument("--peers", action="store_true",
+                        help="also run Node-RED's batched flow (installed with npm into .cache/bench-peers/)")
+    parser.add_argument("--crash", action="store_true",
+                        help="crash rows: SIGKILL each consumer at a third of a burst, restart, count what landed")
+    parser.add_argument("--steady-input", default="bulk", choices=("paho", "bulk"),
+                        help="MQTT input of the ≥ 1,000,000-reading row (default: bulk)")
+    parser.add_argument("--only", default="", help="comma-separated row names to run (default: all)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every message count (smoke checks)")
     args = parser.parse_args(argv)
-    n = 5_000 if args.quick else 50_000
-    n_naive = 1_000 if args.quick else 3_000
+    if args.peers and not node_available():
+        parser.error("--peers needs node and npm on PATH")
+    scale = args.scale * (0.1 if args.quick else 1.0)
+    n = max(100, int(50_000 * scale))
+    n_naive = max(100, int(3_000 * scale))
+    n_crash = max(300, int(40_000 * scale))
+    n_steady = max(1000, int(100_000 * scale))  # × 10 readings: 1,000,000 readings at scale 1
     tmp = Path(tempfile.mkdtemp(prefix="citygw-bench-"))
     results: dict[str, Any] = {}
-    steps: list[tuple[str, Callable[[], Any]]] = []
     # set_tcp_nodelay: Mosquitto's default (Nagle on) holds small packets for the peer's delayed ACK and adds
     # ~20 ms to every publish → feed hop; docs/performance.md shows both.
     with Mosquitto(tmp / "mosquitto", extra_config="set_tcp_nodelay true") as broker, \
             InfluxV1(tmp / "influx") as influx:
-        steps = [
+        steps: list[tuple[str, Callable[[], Any]]] = [
             ("broker", lambda: bench_broker(broker, n)),
             ("citygw_1", lambda: bench_citygw(broker, influx, tmp, n, 1)),
             ("citygw_10", lambda: bench_citygw(broker, influx, tmp, n // 2, 10)),
             ("citygw_bulk_1", lambda: bench_citygw(broker, influx, tmp, n, 1, "bulk")),
             ("citygw_bulk_10", lambda: bench_citygw(broker, influx, tmp, n // 2, 10, "bulk")),
-            ("naive_1", lambda: bench_naive(broker, influx, n_naive, 1)),
-            ("naive_10", lambda: bench_naive(broker, influx, n_naive, 10)),
+            ("naive_1", lambda: bench_naive(broker, influx, tmp, n_naive, 1)),
+            ("naive_10", lambda: bench_naive(broker, influx, tmp, n_naive, 10)),
+        ]
+        if args.peers:
+            steps += [("nodered_1", lambda: bench_nodered(broker, influx, tmp, n, 1)),
+                      ("nodered_10", lambda: bench_nodered(broker, influx, tmp, n // 2, 10))]
+        steps += [
+            ("steady", lambda: bench_steady(broker, influx, tmp, n_steady, 10, args.steady_input)),
             ("latency", lambda: bench_latency(broker, influx, tmp, 1000, 5 if args.quick else 10)),
             ("latency_normal", lambda: bench_latency(broker, influx, tmp, 1000, 5 if args.quick else 10,
                                                      synchronous="normal")),
-            ("drain", lambda: bench_drain(broker, tmp, n // 5)),
-            ("devices_10", lambda: bench_devices(broker, influx, tmp, 10, 10_000 if not args.quick else 2_000)),
-            ("devices_10k", lambda: bench_devices(broker, influx, tmp, 10_000, 20_000 if not args.quick else 10_000)),
+            ("drain", lambda: bench_drain(broker, tmp, max(1000, n // 5))),
+            ("devices_10", lambda: bench_devices(broker, influx, tmp, 10, max(1000, int(10_000 * scale)))),
+            ("devices_10k", lambda: bench_devices(broker, influx, tmp, 10_000, max(10_000, int(20_000 * scale)))),
         ]
+        if args.crash:
+            steps += [("crash_paho", lambda: crash_citygw(broker, influx, tmp, n_crash, "paho")),
+                      ("crash_bulk", lambda: crash_citygw(broker, influx, tmp, n_crash, "bulk")),
+                      ("crash_naive", lambda: crash_naive(broker, influx, tmp, max(300, n_crash // 10)))]
+            if args.peers:
+                steps.append(("crash_nodered", lambda: crash_nodered(broker, influx, tmp, n_crash)))
+        only = {name for name in args.only.split(",") if name}
+        unknown = only - {name for name, _ in steps}
+        if unknown:
+            parser.error(f"--only: unknown rows {sorted(unknown)} (with these flags: {[k for k, _ in steps]})")
         for name, step in steps:
+            if only and name not in only:
+                continue
             t0 = time.monotonic()
             results[name] = step()
             print(f"  {name}: {results[name]}  ({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
     shutil.rmtree(tmp, ignore_errors=True)
-    print_table(results, n, n_naive)
+    print_table(results)
     return 0
 
 
-def print_table(r: dict[str, Any], n: int, n_naive: int) -> None:
-    """The summary table with the three-way ratios."""
-    broker = r["broker"]["msgs_s"]
-    print(f"\ncitygw benchmark — {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, gateway pinned to "
-          f"one core, journal synchronous=full, QoS 1 end to end, counted in influxd 1.6.7\n")
+ROWS = [("citygw_1", "citygw, paho input, 1 rdg/msg"), ("citygw_10", "citygw, paho input, 10 rdg/msg"),
+        ("citygw_bulk_1", "citygw, bulk input, 1 rdg/msg"), ("citygw_bulk_10", "citygw, bulk input, 10 rdg/msg"),
+        ("nodered_1", "Node-RED batch flow, 1 rdg/msg"), ("nodered_10", "Node-RED batch flow, 10 rdg/msg"),
+        ("naive_1", "naive, 1 reading/msg"), ("naive_10", "naive, 10 readings/msg")]
+
+
+def print_table(r: dict[str, Any]) -> None:
+    """The summary table with the ratios of the rows that ran."""
+    print(f"\ncitygw benchmark — {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, every consumer pinned "
+          f"to one core, journal synchronous=full, QoS 1 end to end, counted in influxd 1.6.7\n")
     print(f"{'pipeline':<34}{'msg/s':>10}{'readings/s':>12}{'CPU ms/1k msg':>15}{'peak RSS MB':>13}")
-    for key, label in [("citygw_1", f"citygw, 1 reading/msg ({n} msgs)"),
-                       ("citygw_10", f"citygw, 10 readings/msg ({n // 2} msgs)"),
-                       ("citygw_bulk_1", f"citygw bulk, 1 reading/msg ({n})"),
-                       ("citygw_bulk_10", f"citygw bulk, 10 rdgs/msg ({n // 2})"),
-                       ("naive_1", f"naive, 1 reading/msg ({n_naive} msgs)"),
-                       ("naive_10", f"naive, 10 readings/msg ({n_naive} msgs)")]:
-        x = r[key]
-        print(f"{label:<34}{x['msgs_s']:>10,.0f}{x['readings_s']:>12,.0f}{x['cpu_per_1k_ms']:>15,.0f}"
-              f"{x['peak_rss_mb']:>13.0f}")
-    print(f"{'broker → bare C subscriber':<34}{broker:>10,.0f}")
+    for key, label in ROWS:
+        if key in r:
+            x = r[key]
+            print(f"{label:<34}{x['msgs_s']:>10,.0f}{x['readings_s']:>12,.0f}{x['cpu_per_1k_ms']:>15,.0f}"
+                  f"{x['peak_rss_mb']:>13.0f}")
+    broker = r.get("broker", {}).get("msgs_s")
+    if broker:
+        print(f"{'broker → bare C subscriber':<34}{broker:>10,.0f}")
     print()
     for k in ("1", "10"):
-        c, nv = r[f"citygw_{k}"]["msgs_s"], r[f"naive_{k}"]["msgs_s"]
-        print(f"ratios, {k:>2} reading(s)/msg: citygw/naive {c / nv:6.1f}×   citygw/broker {c / broker:6.1%}")
-        b = r[f"citygw_bulk_{k}"]["msgs_s"]
-        print(f"  bulk MQTT input, {k:>2} rdg/msg: bulk/naive  {b / nv:6.1f}×   bulk/broker   {b / broker:6.1%}"
-              f"   bulk/paho input {b / c:5.2f}×")
+        for ours, name in ((f"citygw_{k}", "paho input"), (f"citygw_bulk_{k}", "bulk input")):
+            if ours not in r:
+                continue
+            c = r[ours]["msgs_s"]
+            parts = [f"citygw ({name}), {k:>2} rdg/msg:"]
+            for peer, peer_name in ((f"nodered_{k}", "Node-RED"), (f"naive_{k}", "naive")):
+                if peer in r:
+                    parts.append(f"{c / r[peer]['msgs_s']:6.2f}× {peer_name}")
+            if broker:
+                parts.append(f"{c / broker:6.1%} of the broker")
+            print("   ".join(parts))
+    if "steady" in r:
+        s = r["steady"]
+        print(f"\n{s['readings']:,} readings, 10 per message: {s['readings_s']:,.0f} readings/s overall; first tenth "
+              f"{s['first_tenth']:,.0f}/s, last tenth {s['last_tenth']:,.0f}/s (last/first {s['last_over_first']:.0%});"
+              f" tenths: {', '.join(f'{x / 1000:.0f}k' for x in s['tenths_readings_s'])}")
     print()
     for key, label in [("latency", "synchronous=full"), ("latency_normal", "synchronous=normal")]:
-        lat = r[key]
-        print(f"latency publish → raw feed at 1,000 msg/s, {label:<18}: p50 {lat['p50_ms']:.1f} ms, "
-              f"p99 {lat['p99_ms']:.1f} ms ({lat['received']}/{lat['sent']} received)")
-    print(f"journal drain after an InfluxDB outage: {r['drain']['readings_s']:,.0f} readings/s "
-          f"({r['drain']['readings']:,} readings)")
+        if key in r:
+            lat = r[key]
+            print(f"latency publish → raw feed at 1,000 msg/s, {label:<18}: p50 {lat['p50_ms']:.1f} ms, "
+                  f"p99 {lat['p99_ms']:.1f} ms ({lat['received']}/{lat['sent']} received)")
+    if "drain" in r:
+        print(f"journal drain after an InfluxDB outage: {r['drain']['readings_s']:,.0f} readings/s "
+              f"({r['drain']['readings']:,} readings)")
     for key, label in [("devices_10", "10 devices"), ("devices_10k", "10,000 devices")]:
-        d = r[key]
-        print(f"RSS with {label:<15}: {d['rss_mb']:.0f} MB (idle at start {d['idle_rss_mb']:.0f} MB, "
-              f"peak {d['peak_rss_mb']:.0f} MB), idle CPU afterwards {d['idle_cpu_pct']:.2f} %")
+        if key in r:
+            d = r[key]
+            print(f"RSS with {label:<15}: {d['rss_mb']:.0f} MB (idle at start {d['idle_rss_mb']:.0f} MB, "
+                  f"peak {d['peak_rss_mb']:.0f} MB), idle CPU afterwards {d['idle_cpu_pct']:.2f} %")
+    crash_labels = [("crash_paho", "citygw, paho input"), ("crash_bulk", "citygw, bulk input"),
+                    ("crash_nodered", "Node-RED batch flow"), ("crash_naive", "naive")]
+    crash_rows = [(k, label) for k, label in crash_labels if k in r]
+    if crash_rows:
+        print("\nSIGKILL at a third of a burst (1 reading/msg), restarted; counted in InfluxDB:")
+        for key, label in crash_rows:
+            c = r[key]
+            print(f"  {label:<22} {c['landed']:>7,} of {c['sent']:>7,} landed, {c['lost']:>6,} lost "
+                  f"({c['lost_pct']:.1f} %)")
 
 
 if __name__ == "__main__":
