@@ -52,9 +52,12 @@ class JournalView:
     def _read(self, key: str, sql: str) -> Any:
         with self._lock:
             try:
-                row = self._db.execute(sql).fetchone()
+                # fetchall, not fetchone: it runs the statement to its end, so no read transaction stays open
+                # (an open reader would keep WAL checkpoints from truncating the WAL, and the disk cap counts it).
+                rows = self._db.execute(sql).fetchall()
             except sqlite3.Error:
                 return self._last[key]
+        row = rows[0] if rows else None
         self._last[key] = int(row[0]) if row and row[0] is not None else 0
         return self._last[key]
 
