@@ -174,6 +174,7 @@ class DeviceBook:
             return [{
                 "id": r.device_id,
                 "kind": r.kind,
+                "configured": r.owned,  # a [[devices]] entry (serial/Modbus); else heard over MQTT
                 "state": ("waiting" if r.available is None else "available" if r.available else "unavailable"),
                 "available": bool(r.available),
                 "reason": r.reason,

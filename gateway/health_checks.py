@@ -14,7 +14,7 @@ from gateway.status_page import explain_error
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
-__all__ = ["DATA_PATH_CHECKS", "ingest_stalled", "mqtt_input_down", "sinks_lagging"]
+__all__ = ["DATA_PATH_CHECKS", "devices_all_unavailable", "ingest_stalled", "mqtt_input_down", "sinks_lagging"]
 
 
 def ingest_stalled(gw: Gateway) -> list[str]:
@@ -52,4 +52,17 @@ def sinks_lagging(gw: Gateway) -> list[str]:
     return out
 
 
-DATA_PATH_CHECKS: tuple[Callable[[Gateway], list[str]], ...] = (ingest_stalled, mqtt_input_down, sinks_lagging)
+def devices_all_unavailable(gw: Gateway) -> list[str]:
+    """Every device the gateway knows is unavailable: it produces nothing (one device down is on the page only)."""
+    # Configured devices and devices heard at least once (not ids only seen in rejections, such as topics).
+    devices = [d for d in gw.monitor.book.snapshot() if d["configured"] or d["last_seen"] is not None]
+    down = [d for d in devices if d["state"] == "unavailable"]
+    if not devices or len(down) < len(devices):
+        return []
+    shown = "; ".join(f"{d['id']}: {d['reason']}" for d in down[:5])
+    more = f"; and {len(down) - 5} more" if len(down) > 5 else ""
+    return [f"devices: all {len(down)} device(s) unavailable ({shown}{more}): check cables, ports and power"]
+
+
+DATA_PATH_CHECKS: tuple[Callable[[Gateway], list[str]], ...] = (
+    ingest_stalled, mqtt_input_down, sinks_lagging, devices_all_unavailable)

@@ -185,3 +185,25 @@ def test_journal_at_its_cap_is_a_reason(tmp_path: Path, mosquitto: Mosquitto, fr
     finally:
         code = gateway.stop()
     assert code == 0, gateway.log()
+
+
+def test_every_device_unavailable_is_a_reason(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    gw_id = f"hd{time.time_ns() % 10**8}"
+    status = StatusPage()
+    missing = tmp_path / "ttyUSB-unplugged"  # the serial device's port does not exist: it is unavailable
+    extra = f'\n[[devices]]\nid = "pm-1"\nkind = "pms5003"\nport = "{missing}"\n'
+    config = kit_config(tmp_path, gw_id, status, mqtt_port=mosquitto.port, route_topic=f"{gw_id}/+/json",
+                        extra=extra)
+    gateway = GatewayProcess(config, tmp_path / "gateway.log").start()
+    try:
+        reasons = wait_for(lambda: reasons_about(status, "devices:"), 30, "the devices reason")
+        assert reasons[0].startswith("devices: all 1 device(s) unavailable (pm-1: cannot open")
+        wait_for(lambda: status.status().get("mqtt_connected"), 30, "the gateway connected")
+        # One device producing again is enough: the other one's state is on the page, not a gateway fault.
+        publish_all(mosquitto.port, [(f"{gw_id}/hd-2/json", json_mapping.encode("hd-2", time.time_ns(),
+                                                                                {"pm10": 5.0}))])
+        wait_for(lambda: healthz(status) == (200, "ok"), 30, "healthy once a device is heard")
+        assert next(d for d in status.status()["devices"] if d["id"] == "pm-1")["state"] == "unavailable"
+    finally:
+        code = gateway.stop()
+    assert code == 0, gateway.log()
