@@ -28,20 +28,24 @@ _CANONICAL_UNITS = {name: q.units[0] for name, q in QUANTITIES.items()}
 def _common(doc: dict[str, Any], ctx: DecodeContext, opts: Mapping[str, Any]) -> tuple[str, int, dict[str, str]]:
     device_id = ctx.device_id
     id_path = opts.get("device_id_path", "device_id")
-    found = get_path(doc, id_path, _ABSENT)
+    # A top-level key (the canonical form, and most mappings) is one dict lookup; a dotted path walks.
+    found = doc.get(id_path, _ABSENT) if "." not in id_path else get_path(doc, id_path, _ABSENT)
     if found is not _ABSENT and found is not None:
-        device_id = str(found)
+        device_id = found if type(found) is str else str(found)
     if not device_id:
         raise DecodeError(f"no device id: payload has no {id_path!r} and none is configured")
     ts = ctx.received_ns
-    ts_value = get_path(doc, opts.get("ts_path", "ts"), _ABSENT)
+    ts_path = opts.get("ts_path", "ts")
+    ts_value = doc.get(ts_path, _ABSENT) if "." not in ts_path else get_path(doc, ts_path, _ABSENT)
     if ts_value is not _ABSENT and ts_value is not None:
-        ts = parse_timestamp_ns(ts_value, opts.get("ts_path", "ts"))
+        ts = parse_timestamp_ns(ts_value, ts_path)
     tags = dict(ctx.tags)
-    for tag, path in dict(opts.get("tag_paths", {})).items():
-        value = get_path(doc, path, _ABSENT)
-        if value is not _ABSENT and value is not None:
-            tags[str(tag)] = str(value)
+    tag_paths = opts.get("tag_paths")
+    if tag_paths:
+        for tag, path in dict(tag_paths).items():
+            value = get_path(doc, path, _ABSENT)
+            if value is not _ABSENT and value is not None:
+                tags[str(tag)] = str(value)
     return device_id, ts, tags
 
 
@@ -68,10 +72,15 @@ def decode(payload: bytes, ctx: DecodeContext) -> list[Reading]:
             raise DecodeError("payload has no 'values' object and no field mapping is configured", payload)
         units_doc = doc.get("units")
         units: dict[str, Any] = units_doc if isinstance(units_doc, dict) else {}
+        canonical = _CANONICAL_UNITS
+        append = out.append
+        # The hot path (every reading of the canonical form): a float value that is finite and a quantity of
+        # the vocabulary without a unit override is taken as is; anything else goes through parse_number and
+        # canonical_unit, which give the reasons.
         for quantity, raw in values.items():
-            value = parse_number(raw, f"values.{quantity}")
-            unit = units.get(quantity) or _CANONICAL_UNITS.get(quantity) or canonical_unit(quantity)
-            out.append(Reading(device_id, str(quantity), value, str(unit), ts, tags))
+            value = raw if type(raw) is float and raw - raw == 0.0 else parse_number(raw, f"values.{quantity}")
+            unit = (units.get(quantity) if units else None) or canonical.get(quantity) or canonical_unit(quantity)
+            append(Reading(device_id, quantity, value, unit if type(unit) is str else str(unit), ts, tags))
     if not out:
         raise DecodeError("payload carries none of the mapped fields", payload)
     return out

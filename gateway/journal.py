@@ -255,7 +255,9 @@ class Journal:
     def append(self, readings: Sequence[Reading] = (), kpis: Sequence[KpiPoint] = (),
                meta: dict[str, str] | None = None) -> int:
         """Durably append readings and KPI points (and meta updates) in ONE transaction; returns the last seq."""
-        rows = [reading_row(r) for r in readings]
+        # reading_row() inlined: this runs for every reading.
+        rows = [(KIND_READING, r.ts, r.device_id, r.quantity, r.unit, r.value,
+                 _tags_json(r.tags) if r.tags else "{}", r.quality, None) for r in readings]
         rows.extend(kpi_row(p) for p in kpis)
         with self._lock:
             db = self._db
@@ -300,7 +302,9 @@ class Journal:
         with self._lock:
             rows = self._db.execute(sql, (seq, kind, limit) if kind is not None else (seq, limit)).fetchall()
         loads = orjson.loads
-        return [Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], loads(r[9]) if r[9] else None)
+        make = Entry._make  # a reading's row (no extra) becomes its Entry as is: half the cost per row
+        return [make(r) if r[9] is None else
+                Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], loads(r[9]) if r[9] else None)
                 for r in rows]
 
     def last_seq(self) -> int:

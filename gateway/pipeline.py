@@ -290,16 +290,12 @@ class Pipeline:
         """Validate, append in one transaction, acknowledge, then fold into windows."""
         now = self.clock_ns()
         good: list[Reading] = []
-        check = self.validator.check
+        check_many = self.validator.check_many  # a batch at once: valid readings go to `good`
         for readings, _ in batch:
-            for r in readings:
-                reason = check(r, now)
-                if reason is None:
-                    good.append(r)
-                else:
-                    self.rejected(r.device_id, reason)
-                    if r.ts > now:  # ahead of our clock: still a clock offset to report
-                        self.offsets.observe(r.device_id, now - r.ts)
+            for r, reason in check_many(readings, now, good):
+                self.rejected(r.device_id, reason)
+                if r.ts > now:  # ahead of our clock: still a clock offset to report
+                    self.offsets.observe(r.device_id, now - r.ts)
         if good and not self._append(readings=good):
             return  # stopping while the journal cannot be written: unacknowledged, the broker resends
         for _, ack in batch:

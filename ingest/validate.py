@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from devices.reading import Reading
@@ -17,6 +17,10 @@ DUPLICATE_WINDOW = 100_000
 
 # Nothing a kit measures predates 2020; an earlier time is an unset clock (a Pi without RTC boots in 1970).
 MIN_PLAUSIBLE_NS = int(datetime(2020, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000_000
+
+
+# The bounds of a (quantity, unit) pair the vocabulary does not accept: check() gives the reason.
+_NOT_ACCEPTED = (math.inf, -math.inf)
 
 
 def _iso(ts_ns: int) -> str:
@@ -51,6 +55,7 @@ class Validator:
         # was last rebuilt (17 s per 200,000 readings once the window was full); popitem(last=False) is O(1).
         self._seen: OrderedDict[int, None] = OrderedDict()
         self.max_remembered = max_remembered
+        self._ranges: dict[tuple[str, str], tuple[float, float]] = {}
 
     def remember(self, r: Reading) -> None:
         """Record an accepted reading so a later copy of it is rejected as a duplicate."""
@@ -61,6 +66,53 @@ class Validator:
         seen[key] = None
         if len(seen) > self.max_remembered:
             seen.popitem(last=False)
+
+    def check_many(self, readings: Iterable[Reading], now_ns: int, good: list[Reading]) -> list[tuple[Reading, str]]:
+        """Check a batch: valid readings are remembered and appended to `good`; returns (reading, reason) rejects.
+
+        The same checks as `check`, done once per batch where they can be: the accepted units and plausible
+        range per (quantity, unit) come from a table, the time bounds are computed once, and only a reading
+        that fails one of them goes through `check` for its reason.
+        """
+        rejected: list[tuple[Reading, str]] = []
+        ranges = self._ranges
+        seen = self._seen
+        limit = self.max_remembered
+        latest = now_ns + self.max_future_ns
+        for r in readings:
+            bounds = ranges.get((r.quantity, r.unit))
+            if bounds is None:
+                bounds = self._bounds(r.quantity, r.unit)
+            ts = r.ts
+            # NaN fails the range comparison too, and so does every value for _NOT_ACCEPTED: every reading
+            # that check() would reject for its quantity, unit, value or time takes the slow path.
+            if not bounds[0] <= r.value <= bounds[1] or not MIN_PLAUSIBLE_NS <= ts <= latest:
+                reason = self.check(r, now_ns)
+                if reason is None:
+                    good.append(r)
+                else:
+                    rejected.append((r, reason))
+                continue
+            tags = r.tags
+            key = hash((r.device_id, r.quantity, ts, tuple(sorted(tags.items())))) if tags else \
+                hash((r.device_id, r.quantity, ts))  # the same as _key(r), inlined: this runs for every reading
+            if key in seen:
+                rejected.append((r, f"duplicate: {r.quantity} reading at {_iso(ts)} (same device, quantity, tags "
+                                    "and timestamp)"))
+                continue
+            seen[key] = None
+            if len(seen) > limit:
+                seen.popitem(last=False)
+            good.append(r)
+        return rejected
+
+    def _bounds(self, quantity: str, unit: str) -> tuple[float, float]:
+        """The plausible range of a (quantity, unit) pair, or _NOT_ACCEPTED; cached (the vocabulary is fixed)."""
+        q = QUANTITIES.get(quantity)
+        bounds = (q.low, q.high) if q is not None and unit in q.units else _NOT_ACCEPTED
+        if len(self._ranges) < 10_000:  # bounded: a device sending ever new unknown names cannot grow it
+            self._ranges[(quantity, unit)] = bounds
+        return bounds
 
     def check(self, r: Reading, now_ns: int | None = None) -> str | None:
         """None when `r` may enter the journal, else a reason a technician can act on."""
