@@ -39,7 +39,7 @@ def journal_writable(gw: Gateway) -> str | None:
 
 def journal_housekeeping(gw: Gateway) -> str | None:
     """Housekeeping (checkpoints, trimming, the cap) fails: the journal does not give space back."""
-    failure = gw.pipeline.housekeeping_failure
+    failure = gw.pipeline.housekeeper.failure
     if failure.reason is None:
         return None
     return (f"journal: housekeeping failing ({failure.reason}) for {time.monotonic() - failure.since:.0f} s; "
@@ -48,7 +48,7 @@ def journal_housekeeping(gw: Gateway) -> str | None:
 
 def journal_at_cap(gw: Gateway) -> str | None:
     """The disk cap dropped undelivered entries within the last minute."""
-    at = gw.pipeline.cap_dropped_at
+    at = gw.pipeline.housekeeper.cap_dropped_at
     if at is None or time.monotonic() - at > CAP_REASON_HOLD_S:
         return None
     dropped = gw.monitor.journal.dropped()  # the monitor's own connection: /healthz never waits on the writer

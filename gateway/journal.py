@@ -21,7 +21,7 @@ import orjson
 from aggregators.kpi import KpiPoint
 from devices.reading import Reading
 
-__all__ = ["KIND_KPI", "KIND_READING", "Entry", "Journal", "WriteFailure", "is_disk_full"]
+__all__ = ["KIND_KPI", "KIND_READING", "Entry", "Journal", "WriteFailure", "is_disk_full", "wal_budget"]
 
 log = logging.getLogger("citygw.journal")
 
@@ -231,8 +231,11 @@ class Journal:
             db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             db.execute("PRAGMA busy_timeout=30000")
             # Checkpoints normally run inside whichever commit crosses 1000 WAL pages, stalling it; the
-            # pipeline's housekeeping thread checkpoints every second instead (this is the safety net).
-            db.execute("PRAGMA wal_autocheckpoint=20000")
+            # housekeeping thread checkpoints instead. This is the safety net for when it falls behind (a
+            # starved thread in a burst): the committing thread checkpoints once the WAL holds half its
+            # budget (at most 20000 pages), so the WAL stays within its share of the disk cap.
+            page = int(db.execute("PRAGMA page_size").fetchone()[0])
+            db.execute(f"PRAGMA wal_autocheckpoint={max(100, min(20000, self.wal_budget // 2 // page))}")
             # After a checkpoint that empties the WAL, SQLite shrinks the file to this size (it would
             # otherwise keep the file at its largest size, and the disk cap would not see that space).
             db.execute(f"PRAGMA journal_size_limit={self.wal_budget // 2}")
@@ -436,10 +439,11 @@ class Journal:
         """
         if self.max_bytes <= 0:
             return 0
-        # The WAL counts (issue: the disk filled with a WAL four times the cap): entries get the cap minus
-        # the WAL's budget, or minus the WAL as it is when a checkpoint could not empty it yet (but never
-        # less than half the cap, so a WAL that is briefly large cannot make the cap drop everything).
-        budget = self.max_bytes - min(max(self.wal_bytes(), self.wal_budget), self.max_bytes // 2)
+        # The WAL counts (the disk once filled with a WAL four times the cap): entries get the cap minus the
+        # WAL's budget, which limit_wal() holds it to. Not minus the WAL's size of the moment: trimming and
+        # cursor writes grow it for an instant, and the cap would then drop entries it does not have to.
+        self.limit_wal()
+        budget = self.max_bytes - self.wal_budget
         if self.used_bytes() <= budget:
             return 0
         lost = 0

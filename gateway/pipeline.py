@@ -23,6 +23,7 @@ from aggregators.windows import WindowEngine
 from devices.reading import Reading
 from gateway.clock import ClockOffsets
 from gateway.device_book import DeviceBook
+from gateway.housekeeping import Housekeeper
 from gateway.journal import Journal, WriteFailure
 from gateway.metrics import Metrics, reason_code
 from ingest.base import ThreadStarter, plain_thread
@@ -93,10 +94,7 @@ class Pipeline:
             "journal", journal.path, "Nothing is acknowledged meanwhile: MQTT messages stay with the broker, "
             "serial readings wait in the bounded ingest queue.",
             lambda reason: metrics.journal_write_errors.labels("ingest", reason).inc())
-        self.housekeeping_failure = WriteFailure(
-            "journal housekeeping on", journal.path, "Checkpoints, trimming and the cap wait.",
-            lambda reason: metrics.journal_write_errors.labels("housekeeping", reason).inc())
-        self.cap_dropped_at: float | None = None  # monotonic time the disk cap last dropped entries
+        self.housekeeper = Housekeeper(journal, engine, metrics, sink_names)  # its thread: checkpoints, trim, cap
         self._pending_since = self._committed_at = time.monotonic()
         self._processing = False
 
@@ -163,7 +161,8 @@ class Pipeline:
         """Rebuild open windows from the journal, then start the ingest thread."""
         self.rebuild()
         self._thread = self.start_thread("citygw-ingest", self._run, self._stop)
-        self._housekeeper = self.start_thread("citygw-housekeeping", self._housekeeping_loop, self._stop)
+        self._housekeeper = self.start_thread("citygw-housekeeping", lambda: self.housekeeper.run(self._stop),
+                                              self._stop)
 
     def stop(self) -> None:
         """Drain what is queued, close nothing early (open windows are rebuilt on the next start), join."""
@@ -239,34 +238,6 @@ class Pipeline:
                 break
             self.tick()
             self.loop_at = time.monotonic()  # the systemd watchdog is fed while this moves
-
-    def _housekeeping_loop(self) -> None:
-        # Its own connection and thread: checkpoints, trimming and the disk cap never stall ingest commits
-        # for longer than one small transaction.
-        journal = Journal(self.journal.path, self.journal.synchronous, self.journal.max_bytes)
-        try:
-            last_checkpoint = last_trim = 0.0
-            # Four times a second: the WAL's size and the cap (a stat and three pragmas while under both);
-            # a second of ingest in a burst can grow the WAL by megabytes. A PASSIVE checkpoint every second,
-            # trimming every 5 s.
-            while not self._stop.wait(0.25):
-                try:
-                    now = time.monotonic()
-                    if now - last_checkpoint >= 1.0:
-                        last_checkpoint = now
-                        journal.checkpoint()
-                    else:
-                        journal.limit_wal()
-                    due = now - last_trim >= 5.0
-                    if due:
-                        last_trim = now
-                    self.housekeeping(journal, trim=due)
-                except sqlite3.OperationalError as exc:  # a full disk: the next round tries again
-                    self.housekeeping_failure.failed(exc)
-                else:
-                    self.housekeeping_failure.succeeded()
-        finally:
-            journal.close()
 
     def _append(self, readings: list[Reading] | None = None, kpis: list[KpiPoint] | None = None,
                 meta: dict[str, str] | None = None) -> bool:
@@ -373,16 +344,8 @@ class Pipeline:
         self.on_appended()
 
     def housekeeping(self, journal: Journal | None = None, trim: bool = True) -> None:
-        """Trim what every sink delivered; enforce the disk cap, WAL included (counting what it costs)."""
-        journal = journal or self.journal
-        if trim:
-            longest = max((s.size_ns for s in self.engine.specs), default=0)
-            journal.trim(self.sink_names, self.engine.open_since() - longest)
-        lost = journal.enforce_cap(self.sink_names)
-        if lost:
-            self.metrics.journal_dropped.inc(lost)
-            self.cap_dropped_at = time.monotonic()
-        self.metrics.journal_bytes.set(journal.size_bytes())
+        """One round of housekeeping now (gateway/housekeeping.py), on the ingest thread's journal by default."""
+        self.housekeeper.once(journal or self.journal, trim)
 
 
 def _iso(ts_ns: int) -> str:
