@@ -179,13 +179,21 @@ class DerivedKpis:
         self._water_meters: dict[str, int] = {}  # water_volume meter -> last hour it reported
         self._energy_meters: dict[str, int] = {}  # energy_import meter -> last hour it reported
         self._horizon = 0  # the latest end of a closed hourly window: every hour before it is closed
+        # Event time up to which every source's windows are closed (windows close per device): a day is
+        # complete only once the slowest device's last hour of it has closed too.
+        self._all_closed: int | None = None
         self._done_until = 0  # local midnight up to which day series have been emitted
         self._max8_until = 0  # local midnight up to which daily max 8-h series have been emitted
 
     # -- the contract ----------------------------------------------------------------------------------------
 
-    def feed(self, points: Sequence[KpiPoint]) -> list[KpiPoint]:
-        """Indicator points that these closed windows complete."""
+    def feed(self, points: Sequence[KpiPoint], closed_everywhere: int | None = None) -> list[KpiPoint]:
+        """Indicator points that these closed windows complete.
+
+        `closed_everywhere`: event time up to which every device's windows are closed (the window engine's
+        slowest source); day series wait for it. None: the newest closed hour decides, as for one device.
+        """
+        self._all_closed = closed_everywhere
         out: list[KpiPoint] = []
         new_hours: dict[int, set[str]] = {}
         for p in points:
@@ -422,7 +430,7 @@ class DerivedKpis:
             return []
         out: list[KpiPoint] = []
         d0, d1 = self._day_bounds(first)
-        while d1 + 7 * H <= self._horizon:
+        while d1 + 7 * H <= self._day_limit():
             out.extend(self._max8_day(d0, d1))
             d0, d1 = d1, self._day_bounds(d1)[1]
         self._max8_until = d0
@@ -502,17 +510,24 @@ class DerivedKpis:
 
     def _complete_days(self) -> list[KpiPoint]:
         """Emit the day series of every local day that ended at or before the hourly horizon."""
-        if self._horizon <= self._done_until:
+        limit = self._day_limit()
+        if limit <= self._done_until:
             return []
         out: list[KpiPoint] = []
         first = self._done_until or min((min(recs) for recs in self._hourly.values() if recs), default=0)
         if first:
             d0, d1 = self._day_bounds(first)
-            while d1 <= self._horizon:
+            while d1 <= limit:
                 out.extend(self._day_series(d0, d1))
                 d0, d1 = d1, self._day_bounds(d1)[1]
-        self._done_until = max(self._done_until, self._day_bounds(self._horizon)[0])
+        self._done_until = max(self._done_until, self._day_bounds(limit)[0])
         return out
+
+    def _day_limit(self) -> int:
+        """Days ending at or before this are complete: every device's hours of them have closed."""
+        if self._all_closed is None:
+            return self._horizon
+        return min(self._horizon, self._all_closed)
 
     def _day_hours(self, d0: int, d1: int) -> list[int]:
         return list(range(d0, d1, H))

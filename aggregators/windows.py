@@ -33,6 +33,7 @@ __all__ = ["IDLE_INTERVALS", "WindowEngine", "WindowSpec", "parse_duration_ns"]
 # A source is idle once it was quiet this many of its usual pauses between batches (and the idle time): a
 # LoRaWAN device reporting every 5 minutes is not idle after 5 seconds, a stream every second is.
 IDLE_INTERVALS = 3
+_NO_BATCH, _ONE_BATCH = -2, -1  # a source's pause before it sent two batches in this run
 
 _NS = {"ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000,
        "d": 86_400_000_000_000}
@@ -92,13 +93,14 @@ BucketKey = tuple[SeriesKey, WindowSpec, int]  # series, window size, window sta
 class _Source:
     """Event-time state of one source (device): its watermark inputs, horizon and open buckets by end."""
 
-    __slots__ = ("by_end", "ends", "horizon", "interval", "max_event", "received")
+    __slots__ = ("by_end", "ends", "first", "horizon", "interval", "max_event", "received")
 
     def __init__(self, horizon: int) -> None:
         self.horizon = horizon  # every window of this source ending at or before it is closed
         self.max_event = 0  # the newest event time it sent
         self.received = 0  # receipt time of its latest batch (wall clock, ns)
-        self.interval = 0  # how long a pause is normal for it: the time between its last two batches
+        self.interval = _NO_BATCH  # how long a pause is normal for it: between its last two batches
+        self.first = 0  # the oldest event time of its first batch (while it has sent one batch only)
         # Open buckets grouped by window end, and a heap of those ends: closing costs what closes, not
         # what is open (10,000 devices keep 100,000 buckets open).
         self.by_end: dict[int, list[BucketKey]] = {}
@@ -155,10 +157,13 @@ class WindowEngine:
             src = self._sources[device] = _Source(self._floor)
         ts = reading.ts
         if received_ns is not None and received_ns != src.received:  # the first reading of a new batch
-            # The pause before this batch; for a new source, the age of its first reading (a logger uploading
-            # a quarter hour at once, or a network server delivering 10 minutes late, collected that long).
-            src.interval = max(0, received_ns - (src.received or ts))
+            if src.interval == _NO_BATCH:
+                src.interval, src.first = _ONE_BATCH, ts
+            else:
+                src.interval = received_ns - src.received  # the pause before this batch
             src.received = received_ns
+        if src.interval == _ONE_BATCH and ts < src.first:
+            src.first = ts
         if ts > src.max_event:
             src.max_event = ts
         key = (device, reading.quantity, reading.unit)
@@ -263,8 +268,18 @@ class WindowEngine:
         for src in self._sources.values():
             watermark = src.max_event if src.max_event < now_ns else now_ns
             if wall_clock:
+                if not src.received:  # only replayed since the start: quiet counts from the first tick
+                    src.received = now_ns
                 quiet = now_ns - src.received
-                if quiet >= idle_ns and quiet >= IDLE_INTERVALS * src.interval:
+                pause = src.interval
+                if pause == _ONE_BATCH:
+                    # One batch so far. One that reaches the present is an upload (a logger sending a quarter
+                    # hour at once): expect the next after as long as it covered. An old one is a backlog or a
+                    # lagging device: judged by the idle time alone.
+                    pause = src.max_event - src.first if src.received - src.max_event <= idle_ns else 0
+                elif pause < 0:
+                    pause = 0
+                if quiet >= idle_ns and quiet >= IDLE_INTERVALS * pause:
                     watermark = now_ns
                 elif watermark < lowest:
                     watermark = lowest
@@ -291,9 +306,14 @@ class WindowEngine:
             return min(src.horizon for src in sources)
         return min(self.closed_until.values(), default=0)
 
+    def closed_everywhere(self) -> int:
+        """Event time up to which every source's windows are closed (the slowest source's horizon)."""
+        sources = list(self._sources.values())
+        return min((src.horizon for src in sources), default=self._floor)
+
     def source_state(self) -> dict[str, list[int]]:
         """Each source's horizon, newest event time and usual pause, to persist with the closed windows."""
-        return {device: [src.horizon, src.max_event, src.interval] for device, src in self._sources.items()}
+        return {device: [src.horizon, src.max_event, max(0, src.interval)] for device, src in self._sources.items()}
 
     def restore_sources(self, state: dict[str, list[int]], now_ns: int) -> None:
         """Restore what source_state() returned (before replaying the journal); idle time counts from `now_ns`."""
@@ -304,7 +324,7 @@ class WindowEngine:
             src.horizon = max(src.horizon, int(horizon))
             src.max_event = max(src.max_event, int(max_event))
             src.interval = int(interval)
-            src.received = now_ns
+            src.received = now_ns  # a restart is not a pause of the device
 
     def restore_floor(self, closed_until: dict[str, int]) -> None:
         """Restore the horizon of a journal written before per-source watermarks (every source shares it)."""

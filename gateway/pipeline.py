@@ -333,7 +333,7 @@ class Pipeline:
         meta = {"closed_until": orjson.dumps(self.engine.closed_until).decode(),
                 "sources": orjson.dumps(self.engine.source_state()).decode()}
         if self.derived is not None:
-            points.extend(self.derived.feed(points))
+            points.extend(self.derived.feed(points, self.engine.closed_everywhere()))
             meta["derived_state"] = orjson.dumps(self.derived.state(), option=orjson.OPT_SERIALIZE_NUMPY).decode()
         # Window results, indicators and the new horizon commit together: a crash leaves all or none.
         if not self._append(kpis=points, meta=meta):
