@@ -39,13 +39,13 @@ def sta(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SensorThingsServer
         server.close()
 
 
-def _settings(tmp_path: Path, gw: str, block: str, extra: str = "") -> Settings:
+def _settings(tmp_path: Path, gw: str, block: str, extra: str = "", site: bool = True) -> Settings:
+    where = "lat = 40.4168\nlon = -3.7038" if site else ""
     text = f"""
 [gateway]
 id = "{gw}"
 data_dir = "{tmp_path / 'data'}"
-lat = 40.4168
-lon = -3.7038
+{where}
 
 [locations]
 "noise-1" = {{ lat = 41.3874, lon = 2.1686, alt = 12.0 }}
@@ -295,4 +295,17 @@ def test_a_datastream_deleted_on_the_server_is_created_again(tmp_path: Path, sta
     assert new["@iot.id"] != old
     assert [o["result"] for o in _observations(sta, gw)[f"{gw}/air-1/pm2_5/10s"]] == [3.0]
     assert sta.count("Things") == len({t["name"] for t in sta.get("Things?$top=100")["value"]})  # none doubled
+    journal.close()
+
+
+def test_a_device_without_a_position_is_dead_lettered_with_the_fix(tmp_path: Path, sta: SensorThingsServer) -> None:
+    gw = "gw-nowhere"
+    settings = _settings(tmp_path, gw, f'[[sensorthings]]\nurl = "{sta.url}"\n', site=False)
+    journal = Journal(settings.journal_path)
+    journal.append(kpis=_points("noise-1", "noise_laeq", "dBA", [50.0]) + _points("roof-7", "pm10", "ug/m3", [9.0]))
+    (sink,) = build_sensorthings_sinks(settings)
+    _run(sink, settings.journal_path, lambda d: d.cursor == journal.last_seq(), "the batch handled")
+    (dead,) = journal.dead_letters(sink.name)
+    assert dead[1] == 2 and "device roof-7 has no coordinates" in dead[2] and "[locations]" in dead[2]
+    assert list(_observations(sta, gw)) == [f"{gw}/noise-1/noise_laeq/10s"]  # [locations] places noise-1
     journal.close()
