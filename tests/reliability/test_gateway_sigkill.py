@@ -80,11 +80,19 @@ def test_kpis_after_random_sigkills_equal_an_uninterrupted_run(tmp_path: Path, m
     thread.start()
     moments = []
     try:
-        for _ in range(KILLS):
+        running = "citygw " + gw_id + " running"
+        runs_before = 0  # "running" lines logged before the current process started
+        for i in range(KILLS):
             moment = rng.uniform(0.4, 1.2)
             moments.append(moment)
+            if i % 2 == 0:
+                # Every other kill waits for this process's run to have begun, so at least half land while it
+                # runs however long start-up takes on a loaded machine; the others land wherever they fall.
+                wait_for(lambda g=gateway, n=runs_before: g.log().count(running) > n, 60,
+                         "the restarted gateway running")
             time.sleep(moment)
             gateway.kill()
+            runs_before = gateway.log().count(running)
             gateway = GatewayProcess(config, log_path).start()
         thread.join()
         assert done.is_set()
