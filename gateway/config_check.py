@@ -90,9 +90,11 @@ def check_environment(settings: Settings, path: str | os.PathLike[str] | None,
     if not settings.devices and not settings.mqtt.routes:
         add(False, 0, "", "no input: no [[devices]] and no [[mqtt.routes]] — the gateway would record nothing")
     has_feed = bool(settings.mqtt.host and settings.mqtt.feed.enabled)
-    if not settings.influx and not settings.local_store_enabled and not has_feed:
+    city_feeds = bool(settings.ngsi_ld or settings.sensorthings)
+    if not settings.influx and not settings.local_store_enabled and not has_feed and not city_feeds:
         add(True, at("local_store", "enabled"), "local_store.enabled",
-            "no sink: no [[influx]], no MQTT feed and the local store is off — readings would only pile up "
+            "no sink: no [[influx]], [[ngsi_ld]] or [[sensorthings]], no MQTT feed and the local store is off — "
+            "readings would only pile up "
             "in the journal; configure a sink or remove `enabled = false`")
 
     # Directories the gateway writes.

@@ -126,6 +126,10 @@ def test_no_input_is_warned_and_no_sink_is_refused(tmp_path: Path, capsys: pytes
     code, out = _check(tmp_path, DEVICE + "\n[local_store]\nenabled = false\n", capsys)
     assert code == 1
     assert f"{tmp_path / 'kit.toml'}:7: local_store.enabled: no sink:" in out
+    # A city-platform feed alone is a sink.
+    code, out = _check(tmp_path, DEVICE + '\n[local_store]\nenabled = false\n\n[[ngsi_ld]]\nurl = "http://b:1026"\n',
+                       capsys)
+    assert code == 0 and "no sink" not in out
 
 
 def test_data_dir_that_is_a_file_is_a_config_error_not_a_traceback(tmp_path: Path,
