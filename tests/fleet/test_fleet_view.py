@@ -115,6 +115,7 @@ def test_fleet_view_terminal_json_and_chromium(tmp_path: Path, mosquitto: Mosqui
             return kits_now if ok else None
 
         view = wait_for(settled, 90, "devices up/down, kit 2's sink lag and every kit's first KPI window")
+        assert view is not None
         assert view[gws[0]]["healthy"] is True and view[gws[0]]["reasons"] == []
         assert view[gws[1]]["devices_up"] == 0
         assert any(r.startswith("sink influx") and "waiting" in r for r in view[gws[2]]["reasons"])
