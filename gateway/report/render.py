@@ -76,7 +76,7 @@ CSS = """
 body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:1em;color:#222}
 h1{font-size:1.5em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;width:100%;font-size:.85em}th,td{border-bottom:1px solid #e0e0e0;padding:.3em .4em;
-text-align:left;vertical-align:top}th{background:#f5f5f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
+text-align:left;vertical-align:top}th{background:#f5f5f5}td:last-child{width:38%}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .dot{display:inline-block;width:.9em;height:.9em;border-radius:50%;vertical-align:middle;margin-right:.3em}
 .flag{color:#b71c1c;font-size:.85em}.scope-city td{font-weight:600}figure{margin:1em 0}svg{max-width:100%;height:auto}
 .annex li{margin:.3em 0}.muted{color:#666}
@@ -89,21 +89,29 @@ def _fmt(v: float | None, unit: str = "") -> str:
     return f"{v:,.1f} {unit}".strip() if abs(v) < 1e5 else f"{v:,.0f} {unit}".strip()
 
 
+SHORT_PERIOD_FLAG = "period shorter than a year: indicative against annual values"
+AREA_ORDER = ("EN:EN:AQ:1C", "EN:EN:EQ:2A", "EN:EN:WS:2C", "EC:I:WS:3C", "EN:E:E:2C", "EC:ICT:T:2C")
+EXTRA_LABELS = {"who_level_attained": "WHO level attained", "days_above_who_24h": "days above WHO 24-h AQG",
+                "days_above_eu_2008_daily": "days above EU daily limit",
+                "days_above_eu_2030_daily": "days above EU 2030 daily limit",
+                "days_lden_above_55": "days Lden ≥ 55", "days_lnight_above_50": "days Lnight ≥ 50"}
+
+
 def _row(f: Figure) -> str:
     c = f.completeness
     dot = f'<span class="dot" style="background:{STATUS_COLOURS[f.status]}" title="{STATUS_WORDS[f.status]}"></span>'
-    comps = "<br>".join(html.escape(f"{x.against}: {x.limit:g} {x.unit} — {'exceeded' if x.exceeded else 'met'}")
-                        for x in f.comparisons)
-    extra = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in f.extra.items()
-                      if k.startswith(("days_above", "who_level", "days_lden", "days_lnight")))
-    flags = "".join(f'<div class="flag">⚑ {html.escape(x)}</div>' for x in f.flags)
+    comps = " · ".join(f'<span title="{html.escape(x.against)}">{html.escape(x.against.split(" (")[0])} '
+                       f'{x.limit:g}&nbsp;{"✗" if x.exceeded else "✓"}</span>' for x in f.comparisons)
+    extra = "; ".join(f"{label} {f.extra[k]}" for k, label in EXTRA_LABELS.items() if k in f.extra)
+    flags = "".join(f'<div class="flag">⚑ {html.escape(x)}</div>' for x in f.flags if x != SHORT_PERIOD_FLAG)
     inputs = "".join(f'<div class="muted">input: {html.escape(str(k))} = {html.escape(str(v))}</div>'
                      for k, v in f.inputs.items())
-    name = POLLUTANT_NAMES.get(f.quantity, f.quantity)
+    name = POLLUTANT_NAMES.get(f.quantity, f.quantity.replace("_", " "))
+    subject = "city-wide" if f.scope == "city" else f"{f.scope} {html.escape(f.subject)}"
     return (f'<tr class="scope-{f.scope}" data-code="{f.code}" data-scope="{f.scope}" data-subject="'
             f'{html.escape(f.subject)}" data-quantity="{f.quantity}" data-status="{f.status}">'
-            f"<td>{dot}{STATUS_WORDS[f.status]}</td><td>{f.code}<br>{html.escape(f.indicator)}</td>"
-            f"<td>{html.escape(name)}</td><td>{f.scope}: {html.escape(f.subject)}</td>"
+            f"<td>{dot}{STATUS_WORDS[f.status]}</td><td>{html.escape(f.indicator)}<br>"
+            f'<span class="muted">{f.code}</span></td><td>{html.escape(name)}</td><td>{subject}</td>'
             f'<td class="num">{_fmt(f.value, f.unit)}</td>'
             f'<td class="num">{c.valid_days}/{c.days} ({c.ratio:.0%}){" ✓" if c.meets else " ✗"}</td>'
             f"<td>{comps}{'<br>' if comps and extra else ''}{html.escape(extra)}{inputs}{flags}</td></tr>")
@@ -111,10 +119,13 @@ def _row(f: Figure) -> str:
 
 def _summary(data: ReportData) -> str:
     order = {"city": 0, "site": 1, "device": 2}
-    rows = sorted(data.figures, key=lambda f: (f.code, f.quantity, order[f.scope], f.subject))
-    return ("<table id=\"summary\"><thead><tr><th>status</th><th>indicator</th><th>quantity</th><th>for</th>"
-            "<th>value</th><th>valid days</th><th>comparisons, inputs and flags</th></tr></thead><tbody>"
-            + "".join(_row(f) for f in rows) + "</tbody></table>")
+    rows = sorted(data.figures, key=lambda f: (AREA_ORDER.index(f.code) if f.code in AREA_ORDER else 99,
+                                               f.quantity, order[f.scope], f.subject))
+    note = (f'<p class="flag">⚑ {SHORT_PERIOD_FLAG} (every figure)</p>'
+            if any(SHORT_PERIOD_FLAG in f.flags for f in data.figures) else "")
+    return (note + "<table id=\"summary\"><thead><tr><th>status</th><th>indicator</th><th>of</th><th>for</th>"
+            "<th>value</th><th>valid days</th><th>compared with (✓ met, ✗ exceeded), inputs, flags</th></tr>"
+            "</thead><tbody>" + "".join(_row(f) for f in rows) + "</tbody></table>")
 
 
 def _chart(name: str, svg: str, caption: str) -> str:
