@@ -532,8 +532,9 @@ def _refuse_shared_windowed_routes(settings: Settings) -> None:
             "shared_subscription",
             "a $share/ subscription spreads one device's messages over several gateways, and each would publish "
             "a partial KPI for the same device and window, overwriting the others' in InfluxDB and on the feed; "
-            "subscribe without $share/ (one gateway per device), or set aggregation.windows = [] on the shared "
-            "gateways to keep raw readings only"), loc=("mqtt", "routes", i, "topic"), input=route.topic)
+            "subscribe without $share/ (one gateway per device; to scale out, give each gateway one partition of "
+            "the devices, docs/fleet.md), or set aggregation.windows = [] on the shared gateways to keep raw "
+            "readings only"), loc=("mqtt", "routes", i, "topic"), input=route.topic)
         for i, route in enumerate(settings.mqtt.routes) if route.topic.startswith("$share/")
     ]
     if errors:
