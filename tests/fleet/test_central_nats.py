@@ -26,10 +26,13 @@ from pathlib import Path
 
 import orjson
 import paho.mqtt.client as mqtt
+import pytest
 
 from simulators.mqtt_publishers import make_payload
 from tests.fleet.nats_cluster import NatsCluster
 from tests.integration.helpers import wait_for
+
+pytestmark = pytest.mark.integration  # real nats-server processes (no shared server fixture)
 
 S = 10**9
 PARTITIONS = 3
