@@ -124,8 +124,11 @@ def wait_log(log: Path, text: str, timeout: float) -> None:
 
 
 def readings(influx: InfluxV1, db: str) -> int:
-    """Readings InfluxDB holds."""
-    rows = influx.query("SELECT count(value) FROM reading", db=db)
+    """Readings InfluxDB holds (0 while influxd, busy with the writes, does not answer a query in time)."""
+    try:
+        rows = influx.query("SELECT count(value) FROM reading", db=db)
+    except OSError:
+        return 0
     return int(rows[0]["count"]) if rows else 0
 
 
@@ -157,7 +160,7 @@ def run_tier(k: int, broker: Mosquitto, influx: InfluxV1, tmp: Path, devices: in
                 first_at, first_count = time.monotonic(), count
             if time.monotonic() - started > 900:
                 raise RuntimeError(f"{k} instance(s): {count} of {target} readings after 900 s")
-            time.sleep(0.25)
+            time.sleep(1.0)
         done = time.monotonic()
         elapsed = done - started
         cpu = [cpu_seconds(p.pid) for p in procs]
