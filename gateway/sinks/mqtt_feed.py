@@ -133,15 +133,35 @@ class MqttFeedSink:
         self._connected = threading.Event()
         self._started = False
         self._start_lock = threading.Lock()
-        self.client = build_client(opts)
-        self.client.will_set(self.status_topic, b"offline", qos=1, retain=True)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_connect_fail = self._on_connect_fail
+        self.client = self._new_client()
         self.failed_attempts = 0
         # The gateway's health (gateway/health.py), retained under <prefix>/health; re-sent on every connection.
         self.health_topic = f"{self.prefix}/health"
         self._health: bytes | None = None
+
+    def _new_client(self) -> mqtt.Client:
+        client = build_client(self._opts)
+        client.will_set(self.status_topic, b"offline", qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
+        return client
+
+    def _fresh_client(self) -> None:
+        """Replace the client after a publish went unacknowledged.
+
+        paho keeps an unacknowledged QoS 1 publish and sends it again first on every reconnect: one the broker
+        refuses by dropping the connection would block every later publish for ever. Delivery sends again
+        what was not acknowledged, and dead-letters an entry refused over and over (gateway/sinks/base.py).
+        """
+        old = self.client
+        self.client = self._new_client()
+        self._connected.clear()
+        old.disconnect()
+        old.loop_stop()
+        self.client.connect_async(self._opts.host, self._opts.port, keepalive=self._opts.keepalive,
+                                  clean_start=False, properties=connect_properties(self._opts))
+        self.client.loop_start()
 
     @property
     def connected(self) -> bool:
@@ -172,6 +192,8 @@ class MqttFeedSink:
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: mqtt.ReasonCode,
                     props: object) -> None:
+        if client is not self.client:
+            return  # a client replaced by _fresh_client
         if reason.is_failure:
             self.failed_attempts += 1  # logged once per outage, like an unreachable broker
             if self.failed_attempts == 1:
@@ -193,7 +215,8 @@ class MqttFeedSink:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: object,
                        props: object) -> None:
-        self._connected.clear()
+        if client is self.client:
+            self._connected.clear()
 
     def topic_for(self, e: Entry) -> str:
         """Where an entry is published; always under the prefix."""
@@ -248,6 +271,7 @@ class MqttFeedSink:
             except (RuntimeError, ValueError) as exc:
                 raise SinkError(Action.RETRY, f"publish not acknowledged: {exc}") from None
             if not info.is_published():
+                self._fresh_client()
                 raise SinkError(Action.RETRY, "broker did not acknowledge the publish in time")
         self.report.commit(pending, held)
         if held and self.on_suppressed is not None:

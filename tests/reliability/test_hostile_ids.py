@@ -24,11 +24,12 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from devices.reading import Reading
-from gateway.journal import Journal
+from gateway.journal import Entry, Journal
 from gateway.metrics import Metrics
 from gateway.sinks.base import Delivery
 from gateway.sinks.influx import InfluxV1Sink, InfluxV2Sink
-from gateway.sinks.mqtt_feed import topic_level
+from gateway.sinks.mqtt_feed import MqttFeedSink, topic_level
+from ingest.mqtt_client import MqttOptions
 from tests.reliability.support import GatewayProcess, StatusPage, kit_config, metric, wait_for
 from tests.servers import InfluxV1, Mosquitto, VictoriaMetrics
 
@@ -127,6 +128,42 @@ def test_device_id_with_a_tab_does_not_block_the_feed(tmp_path: Path, mosquitto:
     finally:
         gateway.stop()
         sub.close()
+
+
+class _UnsanitisedFeed(MqttFeedSink):
+    """The real feed sink with the topic cleaning taken out: the broker refuses a topic holding a tab."""
+
+    def topic_for(self, e: Entry) -> str:
+        """The device id as it is, control characters included."""
+        return f"{self.prefix}/reading/{e.device_id}/{e.quantity}"
+
+
+def test_a_publish_the_broker_refuses_is_dead_lettered_and_the_feed_flows(tmp_path: Path,
+                                                                          mosquitto: Mosquitto) -> None:
+    """Mosquitto drops the connection on the bad publish, every time; paho would send it first after every
+    reconnect. The sink starts a fresh client, Delivery isolates the entry and dead-letters it."""
+    prefix = f"poison-{time.time_ns() % 10**9}"
+    journal = Journal(tmp_path / "j.sqlite")
+    journal.append([Reading("bad\tid" if i == 2 else "good", "pm2_5", float(i), "ug/m3", T0 + i * S)
+                    for i in range(6)])
+    sub = _Subscriber(mosquitto.port, f"{prefix}/reading/#")
+    opts = MqttOptions(host="127.0.0.1", port=mosquitto.port, client_id=f"{prefix}-feed")
+    sink = _UnsanitisedFeed("feed", opts, prefix, raw=True, publish_timeout_s=0.5)
+    delivery = Delivery(sink, Journal(tmp_path / "j.sqlite"), Metrics(), backoff_initial_s=0.05,
+                        backoff_max_s=0.2)
+    try:
+        time.sleep(0.2)  # the subscription settles
+        delivery.start()
+        wait_for(lambda: delivery.cursor == 6, 90, "the cursor past every entry")
+        ((_, seq, reason, body),) = journal.dead_letters()
+        assert seq == 3 and "refused 5 times in a row" in reason and '"bad\\tid"' in body
+        wait_for(lambda: sorted({orjson.loads(p)["value"] for _, p in sub.messages}) == [0.0, 1.0, 3.0, 4.0, 5.0],
+                 30, "every good entry on the broker")
+    finally:
+        delivery.stop()
+        delivery.journal.close()
+        sub.close()
+        journal.close()
 
 
 class _RefusingProxy:
