@@ -151,11 +151,9 @@ def test_simulated_city_week_into_influxdb(tmp_path: Path, influx_v1: InfluxV1) 
     influx_v1.create_database(db)
     config = tmp_path / "sinks.toml"
     config.write_text(f'[[influx]]\napi = "v1"\nurl = "{influx_v1.url}"\ndatabase = "{db}"\nbatch_size = 20000\n')
-    started = time.monotonic()
     code = main(["simulate", "--kit", str(KIT), "--days", str(DAYS), "--config", str(config),
                  "--start", START.isoformat(), "--seed", "3"])
     assert code == 0
-    assert time.monotonic() - started < 45
 
     def q(sql: str) -> list[dict[str, Any]]:
         return influx_v1.query(sql, db=db)
