@@ -181,8 +181,8 @@ class Gateway:
         if s.mqtt.host and s.mqtt.routes:
             routes = [Route(r.topic, get_kind(r.format), r.device_id, r.qos, r.tags, r.options)
                       for r in s.mqtt.routes]
-            # mqtt.input_client picks the class; both have the same constructor and surface.
-            source_cls = BulkMqttSource if s.mqtt.input_client == "bulk" else MqttSource
+            # mqtt.input_client picks the class ("auto": bulk for 3.1.1 without QoS 2); same constructor and surface.
+            source_cls = BulkMqttSource if s.mqtt.input_client_used == "bulk" else MqttSource
             self.mqtt_source = source_cls(
                 self.pipeline, self.mqtt_options("in"), routes, clock_ns=self.clock_ns,
                 on_connection=self._mqtt_input_state,

@@ -31,7 +31,7 @@ import paho.mqtt.client as mqtt
 
 from devices.reading import DecodeContext, DecodeError, Reading
 from ingest.base import Emitter, ThreadStarter, plain_thread
-from ingest.mqtt_client import MqttOptions
+from ingest.mqtt_client import MqttOptions, connect_failure_message
 from ingest.mqtt_session import SubscriptionMemory, TakeoverWatch
 from ingest.mqtt_source import RETAINED_REASON, Route, decode_for_route
 
@@ -392,7 +392,7 @@ class BulkMqttSource:
                 self.protocol_errors += 1
                 self._disconnected(f"protocol error from the broker: {exc}")
             except (OSError, ValueError) as exc:
-                self._disconnected(f"{type(exc).__name__}: {exc}")
+                self._disconnected(f"{type(exc).__name__}: {exc}", error=exc)
             except Exception as exc:  # a bug must not end the input: log it and reconnect
                 log.exception("MQTT input failed unexpectedly")
                 self._disconnected(f"{type(exc).__name__}: {exc}")
@@ -406,7 +406,7 @@ class BulkMqttSource:
             delay = min(self.opts.reconnect_max_s, 0.5 * 2 ** min(attempt - 1, 16)) * random.uniform(0.5, 1.0)
             self._stop.wait(delay)
 
-    def _disconnected(self, reason: str, refused: bool = False) -> None:
+    def _disconnected(self, reason: str, refused: bool = False, error: BaseException | None = None) -> None:
         with self._lock:
             was_up = self.connected
             self.connected = False
@@ -419,6 +419,13 @@ class BulkMqttSource:
             self.on_connection(False)
             return
         self._failures += 1
+        if isinstance(error, OSError):
+            # An unreachable broker: what it means and how to fix it, once per outage (as the paho input says
+            # it); the line on connecting counts the failed attempts.
+            if self._failures == 1 and not self.stopping:
+                log.error("%s", connect_failure_message("MQTT input", self.opts, error))
+            self._last_error = reason
+            return
         # Log a failure when its reason changes, then every 50th attempt: visible, but not once per retry.
         if not self.stopping and (reason != self._last_error or self._failures % 50 == 0):
             if refused:
@@ -488,8 +495,9 @@ class BulkMqttSource:
         self._skip = 0
         self.takeover.connected(self._failures)
         self._last_error = ""
+        log.info("connected to MQTT broker %s:%d (session present: %s)%s", o.host, o.port, bool(body[0] & 1),
+                 f" after {self._failures} failed attempt(s)" if self._failures else "")
         self._failures = 0
-        log.info("connected to MQTT broker %s:%d (session present: %s)", o.host, o.port, bool(body[0] & 1))
         return sock, data[size:]
 
     def _send(self, sock: socket.socket, data: bytes) -> None:

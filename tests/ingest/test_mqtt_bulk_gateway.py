@@ -48,9 +48,17 @@ windows = ["1m"]
 
 
 def test_setting_and_environment_pick_the_input_class(tmp_path: Path) -> None:
+    """"auto" (the default) is bulk for MQTT 3.1.1 without a QoS 2 route, paho for MQTT 5 or QoS 2."""
     cfg = _config(tmp_path, 1883, "pick")
-    assert load_settings(cfg, env={}).mqtt.input_client == "paho"
-    for settings, cls in [(load_settings(cfg, env={}), MqttSource),
+    assert load_settings(cfg, env={}).mqtt.input_client == "auto"
+    (tmp_path / "v5").mkdir()
+    v5 = _config(tmp_path / "v5", 1883, "pick5", extra='protocol = "5"')
+    qos2 = tmp_path / "qos2.toml"
+    qos2.write_text(cfg.read_text().replace('format = "json"', 'format = "json"\nqos = 2'))
+    for settings, cls in [(load_settings(cfg, env={}), BulkMqttSource),
+                          (load_settings(v5, env={}), MqttSource),
+                          (load_settings(qos2, env={}), MqttSource),
+                          (load_settings(cfg, env={"CITYGW_MQTT_INPUT_CLIENT": "paho"}), MqttSource),
                           (load_settings(cfg, env={"CITYGW_MQTT_INPUT_CLIENT": "bulk"}), BulkMqttSource)]:
         gateway = Gateway(settings)
         try:
