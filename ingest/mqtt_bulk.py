@@ -274,6 +274,8 @@ class BulkMqttSource:
         self.acks_skipped = 0  # acks owed to a closed connection (the broker redelivers those messages)
         self.protocol_errors = 0
         self.connect_attempts = 0
+        # device id -> payload format of the devices heard, for the status page (bounded like the paho input's)
+        self.device_kinds: dict[str, str] = {}
         self.topic_cache_clears = 0
         self.oversized = 0  # PUBLISHes over MAX_PACKET skipped (each counted as a rejection and acknowledged)
         self.peak_buffered = 0  # the most bytes the reassembly buffer has held (bounded by MAX_PACKET)
@@ -695,7 +697,7 @@ class BulkMqttSource:
             else:
                 ctx = DecodeContext(device_id, base + i, topic, route.tags, route.options)
                 try:
-                    readings += decode_for_route(route, payload, ctx)
+                    decoded = decode_for_route(route, payload, ctx)
                 except DecodeError as exc:
                     emitter.rejected(device_id or topic, f"{route.kind.name} payload on {topic}: {exc.reason}",
                                      payload)
@@ -703,6 +705,10 @@ class BulkMqttSource:
                     log.exception("decoder %s raised %s (a bug: decoders may only raise DecodeError)",
                                   route.kind.name, type(exc).__name__)
                     emitter.rejected(device_id or topic, f"decoder error {type(exc).__name__}: {exc}", payload)
+                else:
+                    if decoded and decoded[0].device_id not in self.device_kinds and len(self.device_kinds) < 10_000:
+                        self.device_kinds[decoded[0].device_id] = route.kind.name
+                    readings += decoded
             count += 1
             if count >= limit or len(readings) >= BATCH_READINGS:
                 self._emit(readings, pids, count, generation)
