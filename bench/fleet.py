@@ -82,6 +82,7 @@ def config(path: Path, gw: str, broker: Mosquitto, influx: InfluxV1, db: str, to
 [gateway]
 id = "{gw}"
 data_dir = "{path / 'data'}"
+status_listen = "127.0.0.1:0"
 
 [mqtt]
 host = "127.0.0.1"

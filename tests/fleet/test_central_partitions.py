@@ -57,6 +57,7 @@ def _config(tmp: Path, gw_id: str, broker: Mosquitto, topic: str, influx: Influx
 [gateway]
 id = "{gw_id}"
 data_dir = "{data / 'data'}"
+status_listen = "127.0.0.1:0"
 
 [mqtt]
 host = "127.0.0.1"

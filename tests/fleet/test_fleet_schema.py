@@ -30,6 +30,7 @@ def _config(tmp: Path, gw_id: str, mosquitto: Mosquitto, influx: InfluxV1, db: s
 [gateway]
 id = "{gw_id}"
 data_dir = "{data / 'data'}"
+status_listen = "127.0.0.1:0"
 
 [mqtt]
 host = "127.0.0.1"

@@ -39,6 +39,7 @@ def _kit_config(tmp: Path, gw: str, mosquitto: Mosquitto, extra: str = "") -> Pa
 [gateway]
 id = "{gw}"
 data_dir = "{data / 'data'}"
+status_listen = "127.0.0.1:0"
 
 [mqtt]
 host = "127.0.0.1"
