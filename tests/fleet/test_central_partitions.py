@@ -9,8 +9,9 @@ Checked in a real influxd 1.6.7: every reading arrives once; every device's KPI 
 instance (no KPI point twice); the instances that ran through equal the single instance exactly; an instance
 SIGKILLed mid-run and restarted (systemd's Restart=always) loses no reading: its partition's messages waited in
 the broker's session. KNOWN GAP: some KPI windows of the restarted instance's devices (those in flight at the
-kill) hold fewer readings than the single run's (in one run 552 of 10,864: 69 devices x 8 series, count 1
-instead of 2, no reading logged late); printed, not asserted, until the restart path is fixed.
+kill) hold fewer readings than the single run's (552 of 10,864 in one run under heavy load: 69 devices x 8
+series, count 1 instead of 2, no reading logged late; 0 in a later run); printed, not asserted, until the restart
+path is fixed.
 
 The same run through NATS's MQTT listener with the server-side `partition()` mapping is blocked by a NATS 2.9.10
 defect (docs/fleet.md); tests/fleet/test_central_nats.py tests that engine's partitioning on its own.
