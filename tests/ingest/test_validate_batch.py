@@ -37,7 +37,7 @@ def test_check_many_matches_check(batches: list[list[Reading]], window: int) -> 
         # Replays the verdicts: a second Validator sees the batch in the same order, so reasons line up.
         reasons = []
         replay = Validator(clock_ns=lambda: NOW, max_remembered=window)
-        replay._seen = many._seen.copy()
+        replay._seen, replay._ring = set(many._seen), many._ring.copy()
         for r in batch:
             reason = replay.check(r, NOW)
             if reason is not None:
@@ -46,7 +46,7 @@ def test_check_many_matches_check(batches: list[list[Reading]], window: int) -> 
         rejected = many.check_many(batch, NOW, good)
         assert good == expected_good
         assert [(r, reason) for r, reason in rejected] == reasons
-        assert list(many._seen) == list(one._seen)
+        assert list(many._ring) == list(one._ring) and many._seen == one._seen == set(one._ring)
 
 
 def test_check_many_appends_to_the_callers_list_and_gives_reasons() -> None:
