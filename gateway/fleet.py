@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
-from gateway.watch import RECONNECT_MAX_S, parse_broker
+from gateway.feed_cli import add_broker_arguments, client_factory, follow, run_until_signal
 
 if TYPE_CHECKING:  # imported when running: `citygw --help` needs no asyncio stack
     from gateway.feed_client import FeedClient, FeedMessage
@@ -186,54 +184,13 @@ def table(book: FleetBook, now: float | None = None) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `citygw fleet`."""
-    p.add_argument("--broker", required=True, metavar="HOST[:PORT]", help="the MQTT broker (port 1883 by default)")
-    p.add_argument("--gateway", action="append", default=[], metavar="ID",
-                   help="only this kit (repeat for several; default: every kit under citygw/+)")
-    p.add_argument("--prefix", action="append", default=[], metavar="TOPIC",
-                   help="a kit's topic prefix, for kits with mqtt.feed.topic_prefix set ('+' allowed)")
+    add_broker_arguments(p)
     p.add_argument("--json", action="store_true",
                    help="print the fleet as one JSON document per line whenever it changes (for scripts)")
     p.add_argument("--listen", default="", metavar="ADDR",
                    help="also serve the fleet as a web page on HOST:PORT (and /fleet.json)")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between redraws (default 1)")
     p.add_argument("--duration", type=float, default=None, help="exit after this many seconds")
-    p.add_argument("--username", default="", help="MQTT user name")
-    p.add_argument("--password-env", default="", metavar="VAR", help="environment variable holding the password")
-    p.add_argument("--password-file", type=Path, default=None, help="file holding the password")
-    p.add_argument("--tls", action="store_true", help="connect with TLS (system CAs unless --ca-file)")
-    p.add_argument("--ca-file", type=Path, default=None, help="CA certificate to verify the broker (implies --tls)")
-    p.add_argument("--cert-file", type=Path, default=None, help="client certificate (TLS)")
-    p.add_argument("--key-file", type=Path, default=None, help="client key (TLS)")
-    p.add_argument("--insecure-skip-verify", action="store_true", help="TLS without verifying the broker")
-    p.add_argument("--protocol", choices=["3.1.1", "5"], default="3.1.1", help="MQTT protocol version")
-
-
-async def _follow(make_client: Callable[[], FeedClient], host: str, port: int, book: FleetBook,
-                  err: TextIO) -> int:
-    import asyncio
-
-    import aiomqtt
-
-    backoff = 1.0
-    connected_once = False
-    while True:
-        try:
-            async with make_client() as feed:
-                book.connected, connected_once, backoff = True, True, 1.0
-                async for msg in feed.messages():
-                    meta = feed.gateways.get(msg.prefix)
-                    book.apply(msg, meta.gateway if meta else getattr(msg.data, "gateway", ""))
-                    book.rejected = feed.rejected
-        except aiomqtt.MqttError as exc:
-            book.connected = False
-            if not connected_once:
-                print(f"citygw fleet: cannot connect to the MQTT broker {host}:{port}: {exc} (check --broker, "
-                      "--username/--password-env and --tls)", file=err, flush=True)
-                return 1
-            print(f"citygw fleet: connection to {host}:{port} lost: {exc}; retrying in {backoff:.0f} s",
-                  file=err, flush=True)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, RECONNECT_MAX_S)
 
 
 async def _show(book: FleetBook, args: argparse.Namespace, out: TextIO) -> None:
@@ -252,20 +209,13 @@ async def _show(book: FleetBook, args: argparse.Namespace, out: TextIO) -> None:
         await asyncio.sleep(args.interval)
 
 
-async def _main(make_client: Callable[[], FeedClient], host: str, port: int, book: FleetBook,
-                args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+async def _main(follow_kits: Coroutine[Any, Any, int], book: FleetBook, args: argparse.Namespace,
+                out: TextIO) -> int:
     import asyncio
 
-    follow = asyncio.ensure_future(_follow(make_client, host, port, book, err))
     show = asyncio.ensure_future(_show(book, args, out))
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, follow.cancel)
     try:
-        return await asyncio.wait_for(follow, args.duration) if args.duration is not None else await follow
-    except (asyncio.CancelledError, TimeoutError):
-        return 0
+        return await run_until_signal(follow_kits, args.duration)
     finally:
         show.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -276,28 +226,27 @@ def run_fleet(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = 
     """`citygw fleet`: exit 0 on Ctrl-C or --duration; 1 when the broker cannot be reached; 2 on bad options."""
     import asyncio
 
-    from gateway.feed_client import FeedClient, TlsOptions
     from gateway.fleet_page import FleetPageServer
-    from gateway.settings import ConfigError, read_secret
+    from gateway.settings import ConfigError
 
     try:
-        host, port = parse_broker(args.broker)
-        password = read_secret(args.password_env, args.password_file, "--password")
         if args.interval <= 0:
             raise ValueError(f"--interval {args.interval}: give a positive number of seconds")
+        host, port, make_client = client_factory(args, "fleet")
     except (ValueError, ConfigError) as exc:
         print(f"citygw fleet: {exc}", file=err)
         return 2
-    tls = None
-    if args.tls or args.ca_file or args.cert_file or args.insecure_skip_verify:
-        tls = TlsOptions(args.ca_file, args.cert_file, args.key_file, args.insecure_skip_verify)
-    client_id = f"citygw-fleet-{time.time_ns() % 10**9}"
-
-    def make_client() -> FeedClient:
-        return FeedClient(host, port, gateways=args.gateway, prefixes=args.prefix, username=args.username,
-                          password=password, tls=tls, protocol=args.protocol, client_id=client_id)
-
     book = FleetBook()
+
+    def on_connection(up: bool) -> None:
+        book.connected = up
+
+    def on_message(feed: FeedClient, msg: FeedMessage) -> bool:
+        meta = feed.gateways.get(msg.prefix)
+        book.apply(msg, meta.gateway if meta else getattr(msg.data, "gateway", ""))
+        book.rejected = feed.rejected
+        return False
+
     page: FleetPageServer | None = None
     if args.listen:
         try:
@@ -307,7 +256,8 @@ def run_fleet(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = 
             return 2
         print(f"citygw fleet: page at {page.url}", file=err, flush=True)
     try:
-        return asyncio.run(_main(make_client, host, port, book, args, out, err))
+        return asyncio.run(_main(follow(make_client, host, port, "fleet", on_message, on_connection, err), book,
+                                 args, out))
     finally:
         if page is not None:
             page.stop()

@@ -19,10 +19,10 @@ import pytest
 
 from gateway.app import Gateway
 from gateway.cli import main
+from gateway.feed_cli import parse_broker
 from gateway.feed_meta import birth_info
 from gateway.settings import load_settings
 from gateway.sinks.mqtt_feed import MqttFeedSink
-from gateway.watch import parse_broker
 from ingest.mqtt_client import MqttOptions
 from tests.feeds.mqtt_feed_support import S, feed_config, reading, validators
 from tests.integration.helpers import REPO, FeedSubscriber, wait_for
