@@ -62,8 +62,8 @@ def energetic(levels: Any) -> float:
 class Kit:
     """The simulated kit's databases: one influxd database and one VictoriaMetrics, filled once per module."""
 
-    def __init__(self, influx: InfluxV1, victoria: VictoriaMetrics, db: str) -> None:
-        self.influx, self.victoria, self.db = influx, victoria, db
+    def __init__(self, influx: InfluxV1, victoria: VictoriaMetrics, db: str, store: Path) -> None:
+        self.influx, self.victoria, self.db, self.store = influx, victoria, db, store
 
     def raw(self, device: str, quantity: str) -> tuple[np.ndarray, np.ndarray]:
         t0, t1 = midnight(MONTH[0]) - 2 * 86400 * S, midnight(MONTH[1])
@@ -81,14 +81,16 @@ def kit(influx_v1: InfluxV1, victoria: VictoriaMetrics, tmp_path_factory: pytest
     db = f"report_{time.time_ns() % 10**9}"
     influx_v1.create_database(db)
     config = tmp_path_factory.mktemp("report") / "sinks.toml"
+    store = config.parent / "store"
     config.write_text(f'[[influx]]\napi = "v1"\nurl = "{influx_v1.url}"\ndatabase = "{db}"\nbatch_size = 20000\n\n'
                       f'[[influx]]\napi = "v2"\nurl = "{victoria.url}"\norg = "o"\nbucket = "{db}"\n'
-                      'token_env = "HOME"\nbatch_size = 20000\n')
+                      'token_env = "HOME"\nbatch_size = 20000\n\n'
+                      f'[local_store]\nenabled = true\npath = "{store}"\n')
     code = main(["simulate", "--kit", str(KIT), "--days", "35", "--config", str(config),
                  "--start", SIM_START.isoformat(), "--seed", "5"])
     assert code == 0
     victoria.flush()
-    return Kit(influx_v1, victoria, db)
+    return Kit(influx_v1, victoria, db, store)
 
 
 def write_config(path: Path, sink: str, report: str = "") -> Path:
@@ -214,17 +216,19 @@ def test_june_report_equals_independent_recomputation(kit: Kit, tmp_path: Path) 
     assert len(rows) == 1 + len(doc["figures"])
 
 
-def test_victoriametrics_gives_the_same_figures(kit: Kit, tmp_path: Path) -> None:
-    """Read from VictoriaMetrics (its InfluxDB-written kpi_value series), the report's figures are the same."""
+@pytest.mark.parametrize("source", ["victoriametrics", "local_store"])
+def test_other_sources_give_the_same_figures(kit: Kit, tmp_path: Path, source: str) -> None:
+    """Read from VictoriaMetrics (its InfluxDB-written kpi_value series) or the local store's JSON lines, the
+    report's figures are those read from influxd."""
     from_influx = run_report(tmp_path / "a", write_config(tmp_path / "a.toml", (
         f'[[influx]]\napi = "v1"\nurl = "{kit.influx.url}"\ndatabase = "{kit.db}"\n')))
-    from_vm = run_report(tmp_path / "b", write_config(
-        tmp_path / "b.toml", f'[[influx]]\napi = "v2"\nurl = "{kit.victoria.url}"\nbucket = "b"\n',
-        'source = "victoriametrics"\n'))
+    sink = (f'[[influx]]\napi = "v2"\nurl = "{kit.victoria.url}"\nbucket = "b"\n' if source == "victoriametrics"
+            else f'[local_store]\nenabled = true\npath = "{kit.store}"\n')
+    from_other = run_report(tmp_path / "b", write_config(tmp_path / "b.toml", sink, f'source = "{source}"\n'))
     key = [(f["code"], f["quantity"], f["scope"], f["subject"]) for f in from_influx["figures"]]
-    assert key == [(f["code"], f["quantity"], f["scope"], f["subject"]) for f in from_vm["figures"]]
+    assert key == [(f["code"], f["quantity"], f["scope"], f["subject"]) for f in from_other["figures"]]
     assert len(key) >= 19  # every device figure and the city-wide ones
-    for a, b in zip(from_influx["figures"], from_vm["figures"], strict=True):
+    for a, b in zip(from_influx["figures"], from_other["figures"], strict=True):
         assert a["completeness"] == b["completeness"], a["subject"]
         assert (a["value"] is None) == (b["value"] is None)
         if a["value"] is not None:
