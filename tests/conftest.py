@@ -24,6 +24,9 @@ import pytest
 from tests.servers import MQTT_PASSWORD, MQTT_USER, InfluxV1, Mosquitto, Server, VictoriaMetrics
 from tests.tls import TlsFiles, make_tls_files
 
+# The headless Chromium fixture (`chrome`), for every page a person looks at: status page, report, fleet view.
+pytest_plugins = ["tests.browser"]
+
 SERVER_FIXTURES = frozenset(
     {
         "mosquitto",

@@ -1,5 +1,0 @@
-"""Fixtures of the technician's-kit tests: the headless browser (tests/browser.py)."""
-
-from tests.browser import chrome
-
-__all__ = ["chrome"]
