@@ -564,7 +564,8 @@ def print_table(r: dict[str, Any]) -> None:
                     parts.append(f"{c / r[peer]['msgs_s']:6.2f}× {peer_name}")
             if broker:
                 parts.append(f"{c / broker:6.1%} of the broker")
-            print("   ".join(parts))
+            if len(parts) > 1:  # nothing to compare with when only this row ran
+                print("   ".join(parts))
     if "steady" in r:
         s = r["steady"]
         print(f"\n{s['readings']:,} readings, 10 per message: {s['readings_s']:,.0f} readings/s overall; first tenth "
