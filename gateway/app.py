@@ -25,8 +25,6 @@ from gateway.sinks.base import Delivery, Sink
 from gateway.sinks.influx import InfluxV1Sink, InfluxV2Sink
 from gateway.sinks.local_store import LocalStoreSink
 from gateway.sinks.mqtt_feed import MqttFeedSink, ReportByException
-from gateway.sinks.ngsi_ld import build_ngsi_ld_sinks
-from gateway.sinks.sensorthings import build_sensorthings_sinks
 from gateway.status import StatusServer
 from gateway.supervisor import Supervisor
 from ingest.mqtt_bulk import BulkMqttSource
@@ -127,8 +125,15 @@ class Gateway:
                     name, cfg.url, cfg.org, cfg.bucket, read_secret(cfg.token_env, cfg.token_file, "influx.token"),
                     gzip_body=cfg.gzip, timeout_s=cfg.timeout, ca_file=cfg.ca_file, verify_tls=cfg.verify_tls,
                     gateway_id=s.gateway.id))
-        sinks.extend(build_sensorthings_sinks(s))
-        sinks.extend(build_ngsi_ld_sinks(s))
+        # The city-platform sinks (and their HTTP stack, ~6 MB) load only on a kit that sends to one.
+        if s.sensorthings:
+            from gateway.sinks.sensorthings import build_sensorthings_sinks
+
+            sinks.extend(build_sensorthings_sinks(s))
+        if s.ngsi_ld:
+            from gateway.sinks.ngsi_ld import build_ngsi_ld_sinks
+
+            sinks.extend(build_ngsi_ld_sinks(s))
         if s.mqtt.host and s.mqtt.feed.enabled:
             feed = s.mqtt.feed
             sinks.append(MqttFeedSink(
