@@ -114,6 +114,7 @@ class Publisher:
             configure(self.client)
         self._lock = threading.Lock()
         self._by_mid: dict[int, Any] = {}
+        self._early: set[int] = set()  # PUBACKs that arrived before publish() registered their mid
         self.acked: list[Any] = []
         self.client.on_publish = self._on_publish
         self.client.connect(host, port, keepalive=5)
@@ -124,12 +125,20 @@ class Publisher:
             key = self._by_mid.pop(mid, None)
             if key is not None:
                 self.acked.append(key)
+            else:
+                self._early.add(mid)
 
     def publish(self, key: Any, topic: str, payload: bytes) -> None:
         """Publish at QoS 1 (paho queues it while disconnected and resends it after reconnecting)."""
+        # paho is called without our lock held: its network thread holds paho's locks while it calls
+        # _on_publish, which takes ours, so holding ours around client.publish could deadlock.
+        info = self.client.publish(topic, payload, qos=1)
         with self._lock:
-            info = self.client.publish(topic, payload, qos=1)
-            self._by_mid[info.mid] = key
+            if info.mid in self._early:
+                self._early.discard(info.mid)
+                self.acked.append(key)
+            else:
+                self._by_mid[info.mid] = key
 
     def pending(self) -> int:
         """Publishes not acknowledged yet."""
