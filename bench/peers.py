@@ -12,6 +12,7 @@ Both are pinned to the gateway's core, take the same canonical JSON messages and
 
 from __future__ import annotations
 
+import abc
 import json
 import shutil
 import signal
@@ -51,7 +52,7 @@ def install_node_red(cache: Path = PEERS_DIR) -> Path:
     return red
 
 
-class Consumer:
+class Consumer(abc.ABC):
     """A consumer process: started (and restarted after a kill) with the same state directory."""
 
     label = "consumer"
@@ -63,13 +64,13 @@ class Consumer:
         self._log: IO[bytes] | None = None
         self.starts = 0
 
+    @abc.abstractmethod
     def command(self) -> list[str]:
         """The command line (without the taskset prefix)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def ready(self) -> bool:
         """True once the consumer is subscribed (its session then keeps everything for it)."""
-        raise NotImplementedError
 
     @property
     def pid(self) -> int:
