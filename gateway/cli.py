@@ -220,6 +220,12 @@ def _field_settings(args: argparse.Namespace) -> Settings | None:
         return None
 
 
+def _journal_unreadable(exc: Exception, command: str) -> int:
+    print(f"cannot read the journal: {exc} (run as the gateway's user: sudo -u citygw citygw {command} …)",
+          file=sys.stderr)
+    return 1
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
     """Print a running gateway's readings as they are journaled (gateway/fieldcmds.py)."""
     from gateway.fieldcmds import tail
@@ -231,9 +237,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         return tail(settings, args.device, args.quantity, last=args.last, duration=args.duration,
                     count=args.count, kpis=not args.no_kpis)
     except (FileNotFoundError, sqlite3.Error) as exc:
-        print(f"cannot read the journal: {exc} (run as the gateway's user: sudo -u citygw citygw tail …)",
-              file=sys.stderr)
-        return 1
+        return _journal_unreadable(exc, "tail")
 
 
 def cmd_backlog(args: argparse.Namespace) -> int:
@@ -248,9 +252,7 @@ def cmd_backlog(args: argparse.Namespace) -> int:
             return requeue_dead_letters(settings, args.requeue or None)
         return print_backlog(settings)
     except (FileNotFoundError, sqlite3.Error) as exc:
-        print(f"cannot read the journal: {exc} (run as the gateway's user: sudo -u citygw citygw backlog …)",
-              file=sys.stderr)
-        return 1
+        return _journal_unreadable(exc, "backlog")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -274,8 +276,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         else:
             n = export_csv(settings, start, end, args.device or (), sys.stdout, kinds)
     except (FileNotFoundError, sqlite3.Error) as exc:
-        print(f"cannot read the journal: {exc}", file=sys.stderr)
-        return 1
+        return _journal_unreadable(exc, "export")
     print(f"{n} row(s) exported", file=sys.stderr)
     return 0
 

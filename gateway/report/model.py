@@ -137,22 +137,6 @@ class ReportData:
     devices: list[tuple[str, str, str]]  # (gateway, device, site)
 
 
-
-def _mean(values: Iterable[float]) -> float | None:
-    vs = list(values)
-    return sum(vs) / len(vs) if vs else None
-
-
-def _flags(c: Completeness, period_days: int) -> list[str]:
-    flags = []
-    if not c.meets:
-        flags.append(f"insufficient data: {c.valid_days} of {c.days} days valid ({c.ratio:.0%}, rule "
-                     f"{c.required:.0%})")
-    if period_days < 365:
-        flags.append("period shorter than a year: indicative against annual values")
-    return flags
-
-
 def mean_of(values: Iterable[float]) -> float | None:
     """The arithmetic mean, or None for no values."""
     vs = list(values)
