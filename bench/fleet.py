@@ -21,16 +21,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 from typing import Any
-
-import paho.mqtt.client as mqtt
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from simulators.mqtt_publishers import make_payload  # noqa: E402
+from tests.fleet.central_support import central_config, partition, publish_uplinks  # noqa: E402
 from tests.servers import InfluxV1, Mosquitto  # noqa: E402 — the same real-server helpers the tests use
 
 READINGS_PER_UPLINK = 8  # pm2_5, pm10, temperature, relative_humidity, noise_laeq, battery, rssi, snr
@@ -43,11 +41,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def partition(device: str, k: int) -> int:
-    """The publisher-side partition of a device: a stable hash, so one device always lands on one instance."""
-    return zlib.crc32(device.encode()) % k
-
-
 def uplinks(devices: int, per_device: int, k: int) -> list[tuple[str, bytes]]:
     """Every device's uplinks, 20 s apart, on its partition's topic."""
     base = (time.time_ns() // (60 * 10**9)) * 60 * 10**9 - per_device * 20 * 10**9 - 120 * 10**9
@@ -58,54 +51,6 @@ def uplinks(devices: int, per_device: int, k: int) -> list[tuple[str, bytes]]:
             topic, payload = make_payload("ttn_v3", 7, base + u * 20 * 10**9, device)
             out.append((f"part/{partition(device, k)}/{topic}", payload))
     return out
-
-
-def publish(port: int, messages: list[tuple[str, bytes]]) -> None:
-    """QoS 1, every PUBACK awaited."""
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-lns-{time.time_ns() % 10**6}",
-                    protocol=mqtt.MQTTv311)
-    c.max_inflight_messages_set(1000)
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    infos = [c.publish(t, p, qos=1) for t, p in messages]
-    for info in infos:
-        info.wait_for_publish(120)
-    c.disconnect()
-    c.loop_stop()
-
-
-def config(path: Path, gw: str, broker: Mosquitto, influx: InfluxV1, db: str, topic: str) -> Path:
-    """One central instance: its partition's topic, TTN v3, 1-minute windows, InfluxDB 1.x."""
-    path.mkdir(parents=True, exist_ok=True)
-    file = path / "central.toml"
-    file.write_text(f"""
-[gateway]
-id = "{gw}"
-data_dir = "{path / 'data'}"
-status_listen = "127.0.0.1:0"
-
-[mqtt]
-host = "127.0.0.1"
-port = {broker.port}
-
-[[mqtt.routes]]
-topic = "{topic}"
-format = "ttn_v3"
-
-[mqtt.feed]
-enabled = false
-
-[aggregation]
-windows = ["1m"]
-grace = "1s"
-
-[[influx]]
-api = "v1"
-url = "{influx.url}"
-database = "{db}"
-batch_size = 5000
-""")
-    return file
 
 
 def start(file: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -137,7 +82,7 @@ def run_tier(k: int, broker: Mosquitto, influx: InfluxV1, tmp: Path, devices: in
     """Drain one tier of k instances; return the rates and CPU per instance."""
     db = f"bench_fleet_{k}_{time.time_ns() % 10**6}"
     influx.create_database(db)
-    files = [config(tmp / f"k{k}-i{i}", f"central-{k}-{i}", broker, influx, db, f"part/{i}/v3/+/devices/+/up")
+    files = [central_config(tmp / f"k{k}-i{i}", f"central-{k}-{i}", broker, influx, db, f"part/{i}/v3/+/devices/+/up")
              for i in range(k)]
     logs = [tmp / f"k{k}-i{i}.log" for i in range(k)]
     procs = [start(f, log) for f, log in zip(files, logs, strict=True)]  # create the persistent sessions
@@ -148,7 +93,7 @@ def run_tier(k: int, broker: Mosquitto, influx: InfluxV1, tmp: Path, devices: in
         p.terminate()
         p.wait(60)
     messages = uplinks(devices, per_device, k)
-    publish(broker.port, messages)
+    publish_uplinks(broker.port, messages, inflight=1000)
     target = len(messages) * READINGS_PER_UPLINK
     started = time.monotonic()
     procs = [start(f, log) for f, log in zip(files, logs, strict=True)]

@@ -29,6 +29,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from simulators.mqtt_publishers import make_payload
+from tests.fleet.central_support import publish_uplinks
 from tests.fleet.nats_cluster import NatsCluster
 from tests.integration.helpers import wait_for
 
@@ -93,24 +94,6 @@ class _PartitionConsumer:
             return set(self.received)
 
 
-def _publish(port: int, messages: list[tuple[str, bytes]]) -> None:
-    """The network server's side: QoS 1 publishes, every PUBACK awaited (paho reconnects and resends)."""
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"lns-{time.time_ns() % 10**6}",
-                    protocol=mqtt.MQTTv311)
-    c.max_inflight_messages_set(200)
-    c.connect("127.0.0.1", port, keepalive=30)
-    c.loop_start()
-    try:
-        infos = [c.publish(t, p, qos=1) for t, p in messages]
-        deadline = time.monotonic() + 300
-        for info in infos:
-            info.wait_for_publish(max(0.1, deadline - time.monotonic()))
-            assert info.is_published(), "NATS did not acknowledge every uplink"
-    finally:
-        c.disconnect()
-        c.loop_stop()
-
-
 def test_nats_partitions_uplinks_by_device(tmp_path: Path) -> None:
     run = f"p{time.time_ns() % 10**8}"
     cluster = NatsCluster(tmp_path / "nats", MAPPINGS).start()
@@ -126,10 +109,10 @@ def test_nats_partitions_uplinks_by_device(tmp_path: Path) -> None:
                  "the partition consumers to connect")
         time.sleep(2.0)  # the SUBSCRIBE follows the CONNACK; NATS creates each session's JetStream consumer
         started = time.monotonic()
-        _publish(node0.mqtt_port, waves[0])
+        publish_uplinks(node0.mqtt_port, waves[0])
         consumers[1].die()  # partition 1's instance dies; its uplinks must wait in JetStream
         node2.kill()  # and a NATS node dies: two of three keep JetStream's quorum
-        _publish(node0.mqtt_port, waves[1] + waves[2])
+        publish_uplinks(node0.mqtt_port, waves[1] + waves[2])
         consumers[1].connect()  # the restarted instance resumes its session
         total = N_DEVICES * len(waves)
         wait_for(lambda: sum(len(c.unique()) for c in consumers) >= total, 300,

@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import os
 import time
-import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from simulators.mqtt_publishers import make_payload
+from tests.fleet.central_support import central_config, partition, publish_uplinks
 from tests.integration.helpers import GatewayProcess, wait_for
 from tests.servers import InfluxV1, Mosquitto
 
@@ -44,62 +43,6 @@ N_DEVICES = int(os.environ.get("FLEET_TEST_DEVICES", "2000"))
 # been quiet for the idle time — the same in every run, as no device falls quiet between its own uplinks.
 UPLINK_OFFSETS_S = (0, 30, 62)
 READINGS_PER_UPLINK = 8  # pm2_5, pm10, temperature, relative_humidity, noise_laeq, battery, rssi, snr
-
-
-def _partition(device: str) -> int:
-    return zlib.crc32(device.encode()) % PARTITIONS
-
-
-def _config(tmp: Path, gw_id: str, broker: Mosquitto, topic: str, influx: InfluxV1, db: str) -> Path:
-    data = tmp / gw_id
-    data.mkdir(exist_ok=True)
-    path = data / "central.toml"
-    path.write_text(f"""
-[gateway]
-id = "{gw_id}"
-data_dir = "{data / 'data'}"
-status_listen = "127.0.0.1:0"
-
-[mqtt]
-host = "127.0.0.1"
-port = {broker.port}
-
-[[mqtt.routes]]
-topic = "{topic}"
-format = "ttn_v3"
-
-[mqtt.feed]
-enabled = false
-
-[aggregation]
-windows = ["1m"]
-grace = "1s"
-
-[[influx]]
-api = "v1"
-url = "{influx.url}"
-database = "{db}"
-batch_size = 5000
-""")
-    return path
-
-
-def _publish(port: int, messages: list[tuple[str, bytes]]) -> None:
-    """The network server's side: QoS 1, every PUBACK awaited."""
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"lns-{time.time_ns() % 10**6}",
-                    protocol=mqtt.MQTTv311)
-    c.max_inflight_messages_set(500)
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    try:
-        infos = [c.publish(t, p, qos=1) for t, p in messages]
-        deadline = time.monotonic() + 300
-        for info in infos:
-            info.wait_for_publish(max(0.1, deadline - time.monotonic()))
-            assert info.is_published(), "the broker did not acknowledge every uplink"
-    finally:
-        c.disconnect()
-        c.loop_stop()
 
 
 def _count(influx: InfluxV1, db: str, where: str = "") -> int:
@@ -129,10 +72,11 @@ def test_three_instances_equal_one(tmp_path: Path, mosquitto: Mosquitto, influx_
     central_db, single_db = f"{run}_central", f"{run}_single"
     influx_v1.create_database(central_db)
     influx_v1.create_database(single_db)
-    instances = [GatewayProcess(_config(tmp_path, f"{run}-c{i}", mosquitto, f"{run}/part/{i}/v3/+/devices/+/up",
-                                        influx_v1, central_db), tmp_path / f"c{i}.log") for i in range(PARTITIONS)]
-    single = GatewayProcess(_config(tmp_path, f"{run}-single", mosquitto, f"{run}/part/+/v3/+/devices/+/up",
-                                    influx_v1, single_db), tmp_path / "single.log")
+    instances = [GatewayProcess(central_config(tmp_path / f"{run}-c{i}", f"{run}-c{i}", mosquitto, influx_v1,
+                                               central_db, f"{run}/part/{i}/v3/+/devices/+/up"), tmp_path / f"c{i}.log")
+                 for i in range(PARTITIONS)]
+    single = GatewayProcess(central_config(tmp_path / f"{run}-single", f"{run}-single", mosquitto, influx_v1,
+                                           single_db, f"{run}/part/+/v3/+/devices/+/up"), tmp_path / "single.log")
     processes = [*instances, single]
     base = (time.time_ns() // (60 * S)) * 60 * S - 180 * S
     devices = [f"lora-{d:05d}" for d in range(N_DEVICES)]
@@ -140,7 +84,7 @@ def test_three_instances_equal_one(tmp_path: Path, mosquitto: Mosquitto, influx_
     for dev in devices:
         for off in UPLINK_OFFSETS_S:
             topic, payload = make_payload("ttn_v3", 14, base + off * S, dev)
-            messages.append((f"{run}/part/{_partition(dev)}/{topic}", payload))
+            messages.append((f"{run}/part/{partition(dev, PARTITIONS)}/{topic}", payload))
     third = len(messages) // 3
     expected = N_DEVICES * len(UPLINK_OFFSETS_S) * READINGS_PER_UPLINK
     try:
@@ -151,12 +95,12 @@ def test_three_instances_equal_one(tmp_path: Path, mosquitto: Mosquitto, influx_
                      f"{p.config.parent.name} to connect")
         time.sleep(1.0)  # the SUBSCRIBE follows the CONNACK each logs
         started = time.monotonic()
-        _publish(mosquitto.port, messages[:third])
+        publish_uplinks(mosquitto.port, messages[:third], inflight=500)
         # Instance 1 dies (SIGKILL: no shutdown work) once it has delivered part of its partition.
         wait_for(lambda: _count(influx_v1, central_db, f"WHERE gateway = '{run}-c1'") > 0, 120,
                  "instance 1 to deliver its first readings")
         instances[1].kill()
-        _publish(mosquitto.port, messages[third:])
+        publish_uplinks(mosquitto.port, messages[third:], inflight=500)
         instances[1].start()  # systemd's Restart=always: its session's messages waited in the broker
         wait_for(lambda: _count(influx_v1, single_db) == expected, 600, f"{expected} readings (single instance)",
                  interval=1.0)
@@ -179,7 +123,7 @@ def test_three_instances_equal_one(tmp_path: Path, mosquitto: Mosquitto, influx_
         differ: list[tuple[str, str, int, int, int]] = []
         for r in central:
             want = single_kpis[(r["device_id"], r["name"], r["time"])]
-            assert r["gateway"] == f"{run}-c{_partition(r['device_id'])}", r
+            assert r["gateway"] == f"{run}-c{partition(r['device_id'], PARTITIONS)}", r
             same = ((r["count"], r["min"], r["max"]) == (want["count"], want["min"], want["max"])
                     and r["value"] == pytest.approx(want["value"], rel=1e-12))
             if not same:
