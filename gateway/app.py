@@ -18,6 +18,7 @@ from gateway.datadir import DataDirLock
 from gateway.feed_meta import birth_info
 from gateway.journal import Journal
 from gateway.kit_monitor import KitMonitor
+from gateway.live_stream import LiveStream
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.settings import InfluxSection, Settings, read_secret
@@ -68,6 +69,8 @@ class Gateway:
         )
         # Device book, latest KPIs, backlog ages and health for the status page (gateway/kit_monitor.py).
         self.monitor = KitMonitor(self, engine.specs)
+        # `citygw tail` clients of the status server follow the journal; a commit only wakes them.
+        self.live = LiveStream(s.journal_path, self.metrics.registry)
         self.sinks = self._build_sinks()
         self.deliveries = [
             # Cursor writes need no fsync: a cursor lost in a power cut only re-sends entries (InfluxDB
@@ -80,7 +83,7 @@ class Gateway:
         self.pipeline = Pipeline(
             self.journal, engine, self.metrics, clock_ns=clock_ns, batch_max=s.journal.batch_max,
             start_thread=self.supervisor.start,
-            sink_names=tuple(sink.name for sink in self.sinks), on_appended=self._wake_sinks,
+            sink_names=tuple(sink.name for sink in self.sinks), on_appended=self._on_appended,
             on_kpis=self._on_kpis, derived=DerivedKpis(s.kpis, s.gateway.timezone), book=self.monitor.book,
         )
         self.mqtt_source: MqttSource | BulkMqttSource | None = None
@@ -217,7 +220,8 @@ class Gateway:
                 self.status_server = StatusServer(
                     g.status_listen, self.status, self.metrics.registry, page=self.monitor.page,
                     health=self.monitor.health,
-                    token=read_secret(g.status_token_env, g.status_token_file, "gateway.status_token"))
+                    token=read_secret(g.status_token_env, g.status_token_file, "gateway.status_token"),
+                    live=self.live)
                 self.status_server.start()
                 log.info("status page on http://%s/", self.status_server.address)
             except OSError as exc:
@@ -266,9 +270,10 @@ class Gateway:
             self._mqtt_up = up
             self.pipeline.input_state(up)
 
-    def _wake_sinks(self) -> None:
+    def _on_appended(self) -> None:
         for d in self.deliveries:
             d.wake.set()
+        self.live.notify()
 
     def _on_kpis(self, points: list[KpiPoint]) -> None:
         self.monitor.board.add(points)

@@ -227,17 +227,35 @@ def _journal_unreadable(exc: Exception, command: str) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    """Print a running gateway's readings as they are journaled (gateway/fieldcmds.py)."""
-    from gateway.fieldcmds import tail
+    """Print a running gateway's readings as it journals them, through its status server (gateway/live_stream.py)."""
+    from gateway.live_stream import LiveFilter, TailError, status_url, tail
+    from gateway.settings import ConfigError, read_secret
 
-    settings = _field_settings(args)
-    if settings is None:
+    url, token = args.url, ""
+    # With --url the config is needed only for the token: a laptop following a kit may have none.
+    need_config = not (args.url and not Path(args.config).exists())
+    settings = _field_settings(args) if need_config else None
+    if need_config and settings is None:
         return 1
+    if settings is not None:
+        g = settings.gateway
+        if not url and not g.status_listen:
+            print(f"{args.config}: gateway.status_listen is \"\", so the gateway serves no live stream; set it "
+                  "(and restart the gateway), or read history with citygw export", file=sys.stderr)
+            return 1
+        url = url or status_url(g.status_listen)
+        try:
+            token = read_secret(g.status_token_env, g.status_token_file, "gateway.status_token")
+        except ConfigError as exc:
+            print(f"{exc} (the status server's token; run as a user who can read it, e.g. sudo -u citygw)",
+                  file=sys.stderr)
+            return 1
     try:
-        return tail(settings, args.device, args.quantity, last=args.last, duration=args.duration,
-                    count=args.count, kpis=not args.no_kpis)
-    except (FileNotFoundError, sqlite3.Error) as exc:
-        return _journal_unreadable(exc, "tail")
+        return tail(url, token, LiveFilter(args.device, args.quantity, not args.no_kpis, args.last),
+                    duration=args.duration, count=args.count)
+    except TailError as exc:
+        print(f"citygw tail: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_backlog(args: argparse.Namespace) -> int:
@@ -484,14 +502,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-rates", action="store_true", help="keep trying after a rate at which something speaks")
     p.set_defaults(func=cmd_probe)
 
-    p = sub.add_parser("tail", help="print a running gateway's readings live (from its journal)")
-    p.add_argument("--config", "-c", default=SERVICE_CONFIG, help=f"default {SERVICE_CONFIG} (the service's)")
+    p = sub.add_parser("tail", help="print a running gateway's readings live (through its status server)")
+    p.add_argument("--config", "-c", default=SERVICE_CONFIG,
+                   help=f"default {SERVICE_CONFIG} (the service's): its status_listen and status token")
+    p.add_argument("--url", default=None, metavar="http://HOST:PORT",
+                   help="the gateway's status server (default: from the config's gateway.status_listen)")
     p.add_argument("--device", default=None, help="only this device id")
     p.add_argument("--quantity", default=None, help="only this quantity (or KPI name)")
-    p.add_argument("--last", type=int, default=10, help="first show this many recent entries (0: none)")
+    p.add_argument("--last", type=int, default=10, help="first show this many recent entries (0: none; max 1000)")
     p.add_argument("--no-kpis", action="store_true", help="raw readings only")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    p.add_argument("--count", type=int, default=None, help="stop after this many new entries")
+    p.add_argument("--count", type=int, default=None, help="stop after this many entries")
     p.set_defaults(func=cmd_tail)
 
     p = sub.add_parser("backlog", help="per sink: entries waiting, oldest age; dead letters")

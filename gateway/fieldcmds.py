@@ -1,8 +1,9 @@
-"""Commands for the field: `citygw tail`, `citygw backlog`, `citygw export`, and the summary `run` logs on stop.
+"""Commands for the field: `citygw backlog`, `citygw export`, and the summary `run` logs on stop.
 
 They read the gateway's journal through a read-only SQLite connection (WAL lets a reader run beside the
 gateway without blocking it), so they work on a running kit and on a stopped one. Run them as the user
-that owns the data directory: `sudo -u citygw citygw tail -c /etc/citygw/citygw.toml`.
+that owns the data directory: `sudo -u citygw citygw backlog -c /etc/citygw/citygw.toml`. (`citygw tail`
+follows a running gateway through its status server instead: gateway/live_stream.py.)
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from gateway.journal import KIND_KPI, KIND_READING
+from gateway.journal import KIND_KPI
 from gateway.settings import Settings
 
 __all__ = ["JournalReader", "SinkBacklog", "export_csv", "parse_when", "print_backlog", "requeue_dead_letters",
-           "sinks_of", "stop_summary", "tail"]
+           "sinks_of", "stop_summary"]
 
 _COLUMNS = "seq, kind, ts, device_id, quantity, unit, value, tags, quality, extra"
 
@@ -114,6 +115,12 @@ class JournalReader:
         return list(self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE seq>? ORDER BY seq LIMIT ?",
                                      (seq, limit)).fetchall())
 
+    def span(self, after: int, upto: int, limit: int, newest_first: bool = False) -> list[tuple[Any, ...]]:
+        """Raw entry rows with after < seq <= upto, oldest (or newest) first, at most `limit`."""
+        order = "DESC" if newest_first else ""
+        return list(self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE seq>? AND seq<=? ORDER BY seq {order}"
+                                     " LIMIT ?", (after, upto, limit)).fetchall())
+
     def between(self, start_ns: int, end_ns: int) -> Iterator[tuple[Any, ...]]:
         """Raw entry rows with event time in [start_ns, end_ns)."""
         yield from self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE ts>=? AND ts<? ORDER BY ts, seq",
@@ -191,58 +198,6 @@ def requeue_dead_letters(settings: Settings, sink: str | None = None, out: TextI
         print(f"{len(gone)} dead letter(s) cannot be requeued: their entries left the journal (disk cap); their "
               f"bodies stay listed by `citygw backlog` (seq {', '.join(map(str, gone[:10]))})", file=out)
         return 1
-    return 0
-
-
-# -- tail ---------------------------------------------------------------------------------------------------
-
-
-def _format_row(row: tuple[Any, ...]) -> str:
-    _seq, kind, ts, device_id, quantity, unit, value, tags, quality, extra = row
-    tag_text = " ".join(f"{k}={v}" for k, v in orjson.loads(tags).items()) if tags and tags != "{}" else ""
-    if kind == KIND_KPI:
-        x = orjson.loads(extra) if extra else {}
-        flag = "" if x.get("valid", True) else " (incomplete window)"
-        return f"{_iso(ts)}  {device_id:<16} KPI {quantity} [{x.get('window', '?')}] = {value:g} {unit}{flag}"
-    q = "" if quality == "good" else f" ({quality})"
-    return f"{_iso(ts)}  {device_id:<16} {quantity} = {value:g} {unit}{q}{'  ' + tag_text if tag_text else ''}"
-
-
-def tail(settings: Settings, device: str | None = None, quantity: str | None = None, last: int = 10,
-         duration: float | None = None, count: int | None = None, kpis: bool = True, out: TextIO | None = None,
-         poll_s: float = 0.5) -> int:
-    """Print readings (and KPI points) as the gateway journals them, filtered by device and quantity."""
-    out = out or sys.stdout
-    reader = JournalReader(settings.journal_path)
-    shown = 0
-
-    def wanted(row: tuple[Any, ...]) -> bool:
-        return ((device is None or row[3] == device) and (quantity is None or row[4] == quantity)
-                and (kpis or row[1] == KIND_READING))
-
-    try:
-        start = reader.last_seq()
-        if last:
-            recent = [r for r in reader.after(max(0, start - 20 * last), 100_000) if wanted(r)][-last:]
-            for row in recent:
-                print(_format_row(row), file=out, flush=True)
-        seq = start
-        deadline = time.monotonic() + duration if duration else None
-        while (deadline is None or time.monotonic() < deadline) and (count is None or shown < count):
-            rows = reader.after(seq)
-            for row in rows:
-                seq = row[0]
-                if wanted(row):
-                    print(_format_row(row), file=out, flush=True)
-                    shown += 1
-                    if count is not None and shown >= count:
-                        break
-            if not rows:
-                time.sleep(poll_s)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        reader.close()
     return 0
 
 

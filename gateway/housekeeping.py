@@ -33,6 +33,12 @@ class Housekeeper:
             "journal housekeeping on", journal.path, "Checkpoints, trimming and the cap wait.",
             lambda reason: metrics.journal_write_errors.labels("housekeeping", reason).inc())
         self.cap_dropped_at: float | None = None  # monotonic time the disk cap last dropped entries
+        # Event time from which raw readings rebuild the open windows of the *committed* state (set by the
+        # ingest thread after each commit of horizons). Not engine.open_since(): between closing windows in
+        # memory and committing their KPI points, that is ahead of the journal, and a crash in between
+        # replays from the committed horizons; readings trimmed meanwhile would be missing from the rebuilt
+        # windows, which would then close short, silently.
+        self.committed_open_since = 0
 
     def run(self, stop: threading.Event) -> None:
         """Housekeep on a connection of its own until `stop` is set."""
@@ -62,7 +68,7 @@ class Housekeeper:
         """One round: trim what every sink delivered; enforce the disk cap, WAL included (counting the cost)."""
         if trim:
             longest = max((s.size_ns for s in self.engine.specs), default=0)
-            journal.trim(self.sink_names, self.engine.open_since() - longest)
+            journal.trim(self.sink_names, self.committed_open_since - longest)
         lost = journal.enforce_cap(self.sink_names)
         if lost:
             self.metrics.journal_dropped.inc(lost)

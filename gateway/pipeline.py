@@ -107,15 +107,26 @@ class Pipeline:
     # -- Emitter (any thread) ------------------------------------------------------------------------------
 
     def readings(self, readings: list[Reading], ack: Ack | None = None) -> None:
-        """Queue readings; blocks (backpressure) while the queue is full, drops and counts after a timeout."""
+        """Queue readings; blocks (backpressure) while the queue is full.
+
+        Readings with an `ack` (a broker keeps them until acknowledged) wait as long as it takes: dropping them
+        would only hold the broker's in-flight slots until the next reconnect (Mosquitto sends nothing more
+        once they are full: a silent stall). Readings without one (serial, QoS 0) are dropped and counted
+        after `put_timeout_s`: the device cannot resend them, and a port must go on being read.
+        """
         with self._cond:
             deadline = time.monotonic() + self.put_timeout_s
             while len(self._queue) >= self.queue_max and not self._stop.is_set():
-                if not self._cond.wait(timeout=max(0.0, deadline - time.monotonic())):
+                if self._cond.wait(timeout=max(0.0, deadline - time.monotonic())):
+                    continue
+                if ack is None:
                     self.metrics.queue_dropped.inc(len(readings))
                     log.warning("ingest queue full for %.0f s: dropped %d readings (journal too slow?)",
                                 self.put_timeout_s, len(readings))
                     return
+                log.warning("ingest queue full for %.0f s: holding %d readings unacknowledged (the broker keeps "
+                            "them; journal too slow?)", self.put_timeout_s, len(readings))
+                deadline = time.monotonic() + self.put_timeout_s
             if not self._queue:
                 self._pending_since = time.monotonic()
             self._queue.append((readings, ack))
@@ -190,7 +201,7 @@ class Pipeline:
         # committed a horizon; or a window size added to the config) has a horizon of 0: every reading in
         # the journal may belong to one of its open windows, so all are replayed. Trimming keeps them
         # (it keeps readings since open_since() - longest), so the journal holds exactly what is needed.
-        since = self.engine.open_since()
+        since = self.housekeeper.committed_open_since = self.engine.open_since()
         longest = max((s.size_ns for s in self.engine.specs), default=0)
         # The duplicate check remembers the last readings journaled, whatever windows they fall in: a
         # copy redelivered after the crash is rejected, not journaled twice (the replay below adds the rest).
@@ -338,6 +349,7 @@ class Pipeline:
         # Window results, indicators and the new horizon commit together: a crash leaves all or none.
         if not self._append(kpis=points, meta=meta):
             return  # stopping: the horizon was not committed, so these windows are rebuilt on the next start
+        self.housekeeper.committed_open_since = self.engine.open_since()  # what a restart now replays from
         for p in points:
             self.metrics.kpi_points.labels(p.window).inc()
         self.on_kpis(points)

@@ -209,4 +209,4 @@ class MqttSource:
             return
         if readings and len(self.device_kinds) < 10_000:
             self.device_kinds[readings[0].device_id] = route.kind.name
-        self.emitter.readings(readings, ack)
+        self.emitter.readings(readings, ack if qos > 0 else None)  # QoS 0: nothing to hold, drop when full

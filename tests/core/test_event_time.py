@@ -259,3 +259,35 @@ def test_pipeline_reports_a_device_an_hour_behind_and_one_an_hour_ahead(tmp_path
     text = generate_latest(p.metrics.registry).decode()
     assert metric(text, "citygw_device_clock_offset_seconds", device="behind-1") == 3600.0
     assert metric(text, "citygw_device_clock_offset_seconds", device="ahead-1") == -3600.0
+
+
+def test_a_trim_between_closing_and_committing_keeps_what_the_restart_replays(tmp_path: Path) -> None:
+    """A crash after windows closed in memory but before their KPI points committed rebuilds them whole.
+
+    Housekeeping trims on its own thread; it once trimmed up to the in-memory horizons, ahead of the committed
+    ones, so the restart replayed windows missing their first readings and closed them short, nothing counted.
+    """
+    clock = Clock(T0 + 200 * S)
+    path = tmp_path / "j.sqlite"
+
+    def pipeline() -> Pipeline:
+        engine = WindowEngine([WindowSpec.parse("1m")], grace_ns=1 * S)
+        return Pipeline(Journal(path), engine, Metrics(), clock_ns=clock, sink_names=("influx",))
+
+    first = pipeline()
+    first.rebuild()
+    for offset in (0, 30, 62):  # a device's queued uplinks, 3 minutes old, one after the other
+        first.process([([Reading(f"lora-{d}", "pm2_5", float(offset), "ug/m3", T0 + offset * S)
+                         for d in range(3)], None)])
+    first.journal.set_cursor("influx", first.journal.last_seq())  # every sink delivered the raw readings
+    assert first.engine.advance_sources(clock.now, 5 * S)  # the tick's first half: closed in memory...
+    first.housekeeping()  # ...when housekeeping trims...
+    first.journal.close()  # ...and the process dies before the tick commits
+    second = pipeline()
+    second.rebuild()
+    points: list[KpiPoint] = []
+    second.on_kpis = points.extend
+    second.tick()
+    first_window = [p for p in points if p.start_ns == T0]
+    assert len(first_window) == 3
+    assert all(p.fields["count"] == 2 for p in first_window), [p.fields for p in first_window]

@@ -79,6 +79,26 @@ def test_bounded_queue_drops_and_counts_after_timeout(tmp_path: Path) -> None:
     assert p.metrics.queue_dropped._value.get() == 1
 
 
+def test_a_full_queue_holds_acknowledgeable_readings_instead_of_dropping_them(tmp_path: Path) -> None:
+    """A broker keeps what is not acknowledged: dropping it would hold its in-flight slots until a reconnect."""
+    clock = FakeClock(T0)
+    p = _pipeline(tmp_path / "j.sqlite", clock, queue_max=1, put_timeout_s=0.05)
+    acked: list[int] = []
+    p.readings([Reading("d", "pm2_5", 1.0, "ug/m3", T0)], lambda: acked.append(0))
+    waiting = threading.Thread(target=p.readings, args=([Reading("d", "pm2_5", 2.0, "ug/m3", T0 + S)],
+                                                        lambda: acked.append(1)))
+    waiting.start()
+    waiting.join(timeout=0.5)  # ten put timeouts
+    assert waiting.is_alive()  # still held, not dropped
+    p.process(p._take())  # the journal catches up: the held batch is queued
+    waiting.join(timeout=5)
+    assert not waiting.is_alive()
+    p.process(p._take())
+    assert acked == [0, 1]
+    assert p.metrics.queue_dropped._value.get() == 0
+    assert len(p.journal.readings_since(0)) == 2
+
+
 def _feed(p: Pipeline, clock: FakeClock, readings: list[Reading]) -> list[KpiPoint]:
     out: list[KpiPoint] = []
     p.on_kpis = out.extend

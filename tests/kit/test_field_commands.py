@@ -1,4 +1,4 @@
-"""Commands for the field: `citygw tail`, `backlog` (with dead letters and `--requeue`), `export`."""
+"""Commands for the field: `citygw backlog` (with dead letters and `--requeue`), `export` (`tail`: test_tail.py)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,6 @@ from gateway.fieldcmds import JournalReader, export_csv, parse_when, print_backl
 from gateway.journal import Journal
 from gateway.settings import Settings, load_settings
 from gateway.sinks.local_store import LocalStoreSink
-from simulators.pms5003 import Pms5003Simulator
-from simulators.sds011 import Sds011Simulator
 from tests.servers import InfluxV1, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,30 +40,6 @@ def _wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def test_tail_prints_live_readings_of_one_device_and_quantity(tmp_path: Path) -> None:
-    with Pms5003Simulator(seed=1, period_s=0.3) as pm, Sds011Simulator(seed=2, period_s=0.3) as sds:
-        settings, path = _settings(tmp_path, f'[[devices]]\nid = "pm1"\nkind = "pms5003"\nport = "{pm.port}"\n\n'
-                                             f'[[devices]]\nid = "dust2"\nkind = "sds011"\nport = "{sds.port}"\n')
-        gateway = Gateway(settings)
-        gateway.start()
-        try:
-            _wait(lambda: settings.journal_path.exists(), 30, "the journal")
-            proc = subprocess.run(
-                [sys.executable, "-m", "gateway.cli", "tail", "-c", str(path), "--device", "dust2", "--quantity",
-                 "pm10", "--last", "0", "--count", "3", "--duration", "60"],
-                capture_output=True, text=True, timeout=120, cwd=REPO)
-        finally:
-            gateway.stop()
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert len(lines) == 3
-    for line in lines:
-        stamp, device, quantity, eq, value, unit = line.split()
-        assert device == "dust2" and quantity == "pm10" and eq == "=" and unit == "ug/m3"
-        assert float(value) >= 0
-        assert abs(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() - time.time()) < 120
 
 
 def test_backlog_of_an_unreachable_sink(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
