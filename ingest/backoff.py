@@ -18,8 +18,9 @@ class Backoff:
 
     def __init__(self, initial: float, factor: float = 2.0, max_s: float = 30.0,
                  jitter: tuple[float, float] | None = None) -> None:
-        if initial <= 0 or factor < 1 or max_s <= 0:
-            raise ValueError(f"backoff needs initial > 0, max_s > 0 and factor >= 1 "
+        # max_s = 0 is allowed: a configured reconnect_max of 0 means retry at once, as it always did.
+        if initial <= 0 or factor < 1 or max_s < 0:
+            raise ValueError(f"backoff needs initial > 0, max_s >= 0 and factor >= 1 "
                              f"(initial={initial}, factor={factor}, max_s={max_s})")
         if jitter is not None and not 0 <= jitter[0] <= jitter[1]:
             raise ValueError(f"backoff jitter needs 0 <= low <= high, got {jitter}")

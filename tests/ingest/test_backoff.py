@@ -23,6 +23,11 @@ def test_a_cap_below_the_initial_step_wins() -> None:
     assert [backoff.next_delay() for _ in range(3)] == [0.05, 0.05, 0.05]
 
 
+def test_a_zero_cap_retries_at_once() -> None:
+    backoff = Backoff(0.5, max_s=0.0, jitter=(0.5, 1.0))
+    assert [backoff.next_delay() for _ in range(2)] == [0.0, 0.0]
+
+
 def test_jitter_stays_in_its_band_and_under_the_cap() -> None:
     backoff = Backoff(1.0, max_s=4.0, jitter=(0.5, 1.5))
     for step in (1.0, 2.0, 4.0, 4.0, 4.0):
@@ -39,7 +44,7 @@ def test_wait_returns_at_once_when_stopped() -> None:
     assert backoff.step == 30.0 and backoff.attempts == 1
 
 
-@pytest.mark.parametrize("args", [(0.0, 2.0, 1.0), (1.0, 0.5, 1.0), (1.0, 2.0, 0.0)])
+@pytest.mark.parametrize("args", [(0.0, 2.0, 1.0), (1.0, 0.5, 1.0), (1.0, 2.0, -1.0)])
 def test_rejects_a_schedule_that_never_waits_or_shrinks(args: tuple[float, float, float]) -> None:
     with pytest.raises(ValueError):
         Backoff(*args)
