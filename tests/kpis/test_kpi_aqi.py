@@ -552,7 +552,7 @@ def test_docs_indicator_examples_run() -> None:
     import doctest
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parent.parent / "docs" / "kpis.md").read_text(encoding="utf-8")
+    text = (Path(__file__).resolve().parents[2] / "docs" / "kpis.md").read_text(encoding="utf-8")
     start = text.index("## Indicator functions")
     end = text.find("\n## ", start + 1)
     section = text[start : end if end != -1 else len(text)]
