@@ -5,19 +5,18 @@ from __future__ import annotations
 import argparse
 import ctypes
 import logging
-import signal
 import sqlite3
 import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
 
+from gateway.signals import stop_on_signals, wait_for_signal
+
 if TYPE_CHECKING:
-    from gateway.app import Gateway
     from gateway.settings import Settings
 
 __all__ = ["main"]
@@ -33,18 +32,6 @@ def _setup_logging(level: str) -> None:
     if under_journald():  # run by systemd: priorities journald understands, its own timestamps
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JournalFormatter())
-
-
-def _wait_for_signal(gateway: Gateway, duration: float | None, on_tick: Callable[[], None] = lambda: None) -> None:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    deadline = time.monotonic() + duration if duration else None
-    while not stop.wait(1.0):
-        gateway.tick()
-        on_tick()
-        if deadline is not None and time.monotonic() >= deadline:
-            break
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
@@ -102,7 +89,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     notifier.send("READY=1", f"STATUS=running: {len(settings.devices)} device(s), {len(gateway.sinks)} sink(s)")
     watchdog = Watchdog(notifier, lambda: gateway.pipeline.loop_at)
     try:
-        _wait_for_signal(gateway, args.duration, watchdog.tick)
+        def tick() -> None:
+            gateway.tick()
+            watchdog.tick()
+
+        wait_for_signal(args.duration, tick)
     finally:
         notifier.send("STOPPING=1")
         gateway.stop()
@@ -410,9 +401,7 @@ def cmd_simulators(args: argparse.Namespace) -> int:
         if embedded is not None:
             embedded.stop()
         return 1
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     try:
         print(f"citygw simulators: {len(kit.devices)} simulated device(s) from {args.kit} (seed {args.seed})",
               flush=True)
@@ -424,7 +413,7 @@ def cmd_simulators(args: argparse.Namespace) -> int:
             out = kit.write_config(args.write_config)
             print(f"config written to {out}: run `citygw run --config {out}` in another terminal", flush=True)
         print("running until Ctrl-C" + (f" or {args.duration:g} s" if args.duration else "") + "...", flush=True)
-        stop.wait(args.duration if args.duration else None)
+        wait_for_signal(args.duration, stop=stop)
     finally:
         kit.stop()
         if embedded is not None:

@@ -21,6 +21,7 @@ import orjson
 from aggregators.kpi import KpiPoint
 from gateway.journal import Entry, kpi_row
 from gateway.settings import Settings
+from gateway.signals import wait_for_signal
 
 __all__ = ["PRINT_FORMATS", "demo_settings", "ngsi_ld_printer", "run_demo"]
 
@@ -77,7 +78,6 @@ def ngsi_ld_printer(settings: Settings, out: Callable[[str], None] = print) -> C
 def run_demo(duration: float | None = None, data_dir: str | None = None, print_as: str = "kpis") -> int:
     """Run the demo until Ctrl-C or `duration` seconds; return the exit status."""
     from gateway.app import Gateway
-    from gateway.cli import _wait_for_signal
     from simulators.demo_kit import DemoNoisePublisher
     from simulators.embedded_broker import EmbeddedBroker
     from simulators.pms5003 import Pms5003Simulator
@@ -102,7 +102,7 @@ def run_demo(duration: float | None = None, data_dir: str | None = None, print_a
     what = "NGSI-LD entities (the [[ngsi_ld]] sink's upserts)" if print_as == "ngsi-ld" else "KPIs"
     print(f"{what} appear as 10 s and 1 min windows close (Ctrl-C to stop)...", flush=True)
     try:
-        _wait_for_signal(gateway, duration)
+        wait_for_signal(duration, gateway.tick)
     finally:
         noise.stop()
         gateway.stop()
