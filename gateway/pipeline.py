@@ -10,7 +10,6 @@ import logging
 import sqlite3
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +23,7 @@ from devices.reading import Reading
 from gateway.clock import ClockOffsets
 from gateway.device_book import DeviceBook
 from gateway.housekeeping import Housekeeper
+from gateway.ingest_queue import Ack, Batch, IngestQueue
 from gateway.journal import Journal, WriteFailure
 from gateway.metrics import Metrics, reason_code
 from ingest.base import ThreadStarter, plain_thread
@@ -32,8 +32,6 @@ from ingest.validate import Validator
 __all__ = ["Pipeline"]
 
 log = logging.getLogger("citygw.pipeline")
-
-Ack = Callable[[], None]
 
 
 class Pipeline:
@@ -61,9 +59,6 @@ class Pipeline:
         self.metrics = metrics
         self.clock_ns = clock_ns
         self.validator = Validator(clock_ns)
-        self.queue_max = queue_max
-        self.batch_max = batch_max
-        self.put_timeout_s = put_timeout_s
         self.idle_close_ns = int(idle_close_s * 1e9)
         self.sink_names = sink_names
         self.on_appended = on_appended
@@ -71,9 +66,9 @@ class Pipeline:
         self.derived = derived
         self.start_thread = start_thread  # the gateway's supervisor restarts a thread that crashes
         self.book = book  # per-device last seen, latest values, last rejection (status page, staleness)
-        self._queue: deque[tuple[list[Reading], Ack | None]] = deque()
-        self._cond = threading.Condition()
         self._stop = threading.Event()
+        self.queue = IngestQueue(metrics, self._stop, queue_max, batch_max, put_timeout_s)
+        self._hold_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._housekeeper: threading.Thread | None = None
         self._max_event_ns = 0
@@ -95,42 +90,16 @@ class Pipeline:
             "serial readings wait in the bounded ingest queue.",
             lambda reason: metrics.journal_write_errors.labels("ingest", reason).inc())
         self.housekeeper = Housekeeper(journal, engine, metrics, sink_names)  # its thread: checkpoints, trim, cap
-        self._pending_since = self._committed_at = time.monotonic()
-        self._processing = False
 
     def stalled_s(self) -> float:
         """How long input has been waiting with no batch committed since (0 while the queue is empty)."""
-        if not self._queue and not self._processing:
-            return 0.0
-        return time.monotonic() - max(self._pending_since, self._committed_at)
+        return self.queue.stalled_s()
 
     # -- Emitter (any thread) ------------------------------------------------------------------------------
 
     def readings(self, readings: list[Reading], ack: Ack | None = None) -> None:
-        """Queue readings; blocks (backpressure) while the queue is full.
-
-        Readings with an `ack` (a broker keeps them until acknowledged) wait as long as it takes: dropping them
-        would only hold the broker's in-flight slots until the next reconnect (Mosquitto sends nothing more
-        once they are full: a silent stall). Readings without one (serial, QoS 0) are dropped and counted
-        after `put_timeout_s`: the device cannot resend them, and a port must go on being read.
-        """
-        with self._cond:
-            deadline = time.monotonic() + self.put_timeout_s
-            while len(self._queue) >= self.queue_max and not self._stop.is_set():
-                if self._cond.wait(timeout=max(0.0, deadline - time.monotonic())):
-                    continue
-                if ack is None:
-                    self.metrics.queue_dropped.inc(len(readings))
-                    log.warning("ingest queue full for %.0f s: dropped %d readings (journal too slow?)",
-                                self.put_timeout_s, len(readings))
-                    return
-                log.warning("ingest queue full for %.0f s: holding %d readings unacknowledged (the broker keeps "
-                            "them; journal too slow?)", self.put_timeout_s, len(readings))
-                deadline = time.monotonic() + self.put_timeout_s
-            if not self._queue:
-                self._pending_since = time.monotonic()
-            self._queue.append((readings, ack))
-            self._cond.notify_all()
+        """Queue readings (IngestQueue.put: backpressure; acknowledgeable ones are held, others dropped, counted)."""
+        self.queue.put(readings, ack)
 
     def rejected(self, device_id: str, reason: str, data: bytes | None = None) -> None:
         """Count a rejection per device and reason; log the first of each kind, then every 100th."""
@@ -161,7 +130,7 @@ class Pipeline:
 
     def input_state(self, up: bool) -> None:
         """An input with a broker-side backlog went down or came up (call once per transition)."""
-        with self._cond:
+        with self._hold_lock:
             self._inputs_down = max(0, self._inputs_down + (-1 if up else 1))
             if up:
                 self._hold_idle_until = time.monotonic() + self.idle_close_ns / 1e9
@@ -178,8 +147,7 @@ class Pipeline:
     def stop(self) -> None:
         """Drain what is queued, close nothing early (open windows are rebuilt on the next start), join."""
         self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
+        self.queue.wake()
         if self._thread is not None:
             self._thread.join(timeout=30)
         if self._housekeeper is not None:
@@ -220,31 +188,16 @@ class Pipeline:
 
     # -- the ingest thread ---------------------------------------------------------------------------------
 
-    def _take(self) -> list[tuple[list[Reading], Ack | None]]:
-        with self._cond:
-            if not self._queue and not self._stop.is_set():
-                self._cond.wait(timeout=0.2)
-            batch: list[tuple[list[Reading], Ack | None]] = []
-            n = 0
-            while self._queue and n < self.batch_max:
-                item = self._queue.popleft()
-                batch.append(item)
-                n += len(item[0])
-            self.metrics.queue_depth.set(len(self._queue))
-            if batch:
-                self._cond.notify_all()
-            return batch
-
     def _run(self) -> None:
         while True:
-            batch = self._take()
+            batch = self.queue.take()
             if batch:
-                self._processing = True
+                committed = False
                 try:
                     self.process(batch)
-                    self._committed_at = time.monotonic()
+                    committed = True
                 finally:
-                    self._processing = False
+                    self.queue.done(committed)
             elif self._stop.is_set():
                 break
             self.tick()
@@ -268,7 +221,7 @@ class Pipeline:
             self.write_failure.succeeded()
             return True
 
-    def process(self, batch: list[tuple[list[Reading], Ack | None]]) -> None:
+    def process(self, batch: Batch) -> None:
         """Validate, append in one transaction, acknowledge, then fold into windows."""
         now = self.clock_ns()
         good: list[Reading] = []

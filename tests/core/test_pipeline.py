@@ -90,10 +90,10 @@ def test_a_full_queue_holds_acknowledgeable_readings_instead_of_dropping_them(tm
     waiting.start()
     waiting.join(timeout=0.5)  # ten put timeouts
     assert waiting.is_alive()  # still held, not dropped
-    p.process(p._take())  # the journal catches up: the held batch is queued
+    p.process(p.queue.take())  # the journal catches up: the held batch is queued
     waiting.join(timeout=5)
     assert not waiting.is_alive()
-    p.process(p._take())
+    p.process(p.queue.take())
     assert acked == [0, 1]
     assert p.metrics.queue_dropped._value.get() == 0
     assert len(p.journal.readings_since(0)) == 2
