@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import select
 import socket
 import ssl
@@ -30,6 +29,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from devices.reading import DecodeContext, DecodeError, Reading
+from ingest.backoff import Backoff
 from ingest.base import Emitter, ThreadStarter, plain_thread
 from ingest.mqtt_client import MqttOptions, connect_failure_message
 from ingest.mqtt_session import SubscriptionMemory, TakeoverWatch
@@ -374,12 +374,13 @@ class BulkMqttSource:
         return ctx
 
     def _run(self) -> None:
-        attempt = 0
+        # Jittered below the step (x0.5..1): gateways that lost one broker together come back spread out.
+        backoff = Backoff(0.5, 2.0, self.opts.reconnect_max_s, jitter=(0.5, 1.0))
         while not self._stop.is_set():
             sock: socket.socket | None = None
             try:
                 sock, leftover = self._open()
-                attempt = 0
+                backoff.reset()
                 self.on_connection(True)
                 self._session(sock, leftover)
             except _RefusedError as exc:
@@ -404,9 +405,7 @@ class BulkMqttSource:
                         sock.close()
             if self._stop.is_set():
                 break
-            attempt += 1
-            delay = min(self.opts.reconnect_max_s, 0.5 * 2 ** min(attempt - 1, 16)) * random.uniform(0.5, 1.0)
-            self._stop.wait(delay)
+            backoff.wait(self._stop)
 
     def _disconnected(self, reason: str, refused: bool = False, error: BaseException | None = None) -> None:
         with self._lock:

@@ -20,6 +20,7 @@ import serial
 
 from devices.kind import DeviceKind
 from devices.reading import EMPTY_TAGS, DecodeContext, DecodeError
+from ingest.backoff import Backoff
 from ingest.base import Emitter, ThreadStarter, plain_thread
 
 __all__ = ["SerialDevice", "SerialPortOwner"]
@@ -80,7 +81,7 @@ class SerialPortOwner:
             self.emitter.device_state(self.device.device_id, up, reason)
 
     def _run(self) -> None:
-        backoff = 0.5
+        backoff = Backoff(0.5, 2.0, self.reopen_max_s)
         while not self._stop.is_set():
             try:
                 port = serial.serial_for_url(self.device.port, baudrate=self.device.baudrate,
@@ -88,10 +89,9 @@ class SerialPortOwner:
                                              timeout=0.1)
             except (serial.SerialException, OSError, ValueError) as exc:
                 self._set_available(False, f"cannot open {self.device.port}: {exc}")
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self.reopen_max_s)
+                backoff.wait(self._stop)
                 continue
-            backoff = 0.5
+            backoff.reset()
             try:
                 self._read_loop(port)
             except (serial.SerialException, OSError) as exc:
@@ -99,7 +99,7 @@ class SerialPortOwner:
             finally:
                 with contextlib.suppress(Exception):
                     port.close()
-            self._stop.wait(backoff)
+            self._stop.wait(backoff.step)  # a pause of the first step before reopening; it grows if reopening fails
 
     def _read_loop(self, port: serial.SerialBase) -> None:
         dev = self.device

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import random
 import sqlite3
 import threading
 import time
@@ -13,6 +12,7 @@ from typing import Protocol
 
 from gateway.journal import Entry, Journal, is_disk_full
 from gateway.metrics import Metrics
+from ingest.backoff import Backoff
 from ingest.base import ThreadStarter, plain_thread
 
 __all__ = ["Action", "Delivery", "Sink", "SinkError"]
@@ -72,6 +72,7 @@ class Delivery:
         self.flush_interval_s = flush_interval_s
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
+        self._backoff = Backoff(backoff_initial_s, 2.0, backoff_max_s, jitter=(0.5, 1.5))
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -131,7 +132,7 @@ class Delivery:
 
     def _run(self) -> None:
         cursor = self.cursor
-        backoff = self.backoff_initial_s
+        self._backoff.reset()
         limit = self.batch_size
         while not self._stop.is_set():
             last = self.journal.last_seq()  # read first: anything committed later is read next round
@@ -155,11 +156,11 @@ class Delivery:
                     self.metrics.sink_errors.labels(self.sink.name, "split").inc()
                     continue
                 else:
-                    limit, backoff = self._retry(wanted, exc.reason, limit, backoff, exc.retry_after_s)
+                    limit = self._retry(wanted, exc.reason, limit, exc.retry_after_s)
                     cursor = self.cursor
                     continue
             except Exception as exc:
-                limit, backoff = self._retry(wanted, f"{type(exc).__name__}: {exc}", limit, backoff, None)
+                limit = self._retry(wanted, f"{type(exc).__name__}: {exc}", limit, None)
                 cursor = self.cursor
                 continue
             self._refusals.succeeded(time.monotonic(), clear=True)
@@ -170,19 +171,20 @@ class Delivery:
             if self.failing_since is not None:
                 log.info("sink %s recovered after %.0f s", self.sink.name, time.monotonic() - self.failing_since)
                 self.failing_since = None
-            backoff = self.backoff_initial_s
+            self._backoff.reset()
             limit = min(self.batch_size, limit * 2)
 
-    def _failed(self, reason: str, backoff: float, retry_after_s: float | None) -> float:
+    def _failed(self, reason: str, retry_after_s: float | None) -> None:
         self.metrics.sink_errors.labels(self.sink.name, "retry").inc()
         self.last_error = reason
         if self.failing_since is None:
             self.failing_since = time.monotonic()
             log.warning("sink %s failing, will retry with backoff (entries stay in the journal): %s",
                         self.sink.name, reason)
-        delay = retry_after_s if retry_after_s is not None else backoff * (0.5 + random.random())
-        self._stop.wait(min(delay, self.backoff_max_s))
-        return min(backoff * 2, self.backoff_max_s)
+        delay = self._backoff.next_delay()  # grows the step even when the server says how long to wait
+        if retry_after_s is not None:
+            delay = min(retry_after_s, self.backoff_max_s)
+        self._stop.wait(delay)
 
     def _dead_letter(self, entries: Sequence[Entry], reason: str) -> None:
         self.journal.dead_letter(self.sink.name, [(e.seq, reason, self.sink.body(e)) for e in entries])
@@ -190,8 +192,7 @@ class Delivery:
         log.error("sink %s refused %d entr%s for good (kept in dead_letters): %s", self.sink.name,
                   len(entries), "y" if len(entries) == 1 else "ies", reason)
 
-    def _retry(self, wanted: Sequence[Entry], reason: str, limit: int, backoff: float,
-               retry_after_s: float | None) -> tuple[int, float]:
+    def _retry(self, wanted: Sequence[Entry], reason: str, limit: int, retry_after_s: float | None) -> int:
         """A retryable failure: isolate an entry refused over and over, dead-letter it once proven, else back off."""
         head = wanted[0]
         streak = self._refusals.failed(head.seq, time.monotonic())
@@ -202,10 +203,11 @@ class Delivery:
                                       f"after it: {reason}")
             self.cursor = head.seq
             self._persist_cursor()
-            return limit, backoff
+            return limit
         elif len(wanted) == 1 and streak >= self.isolate_after:
             self._probe(head.seq)
-        return limit, self._failed(reason, backoff, retry_after_s)
+        self._failed(reason, retry_after_s)
+        return limit
 
     def _probe(self, after_seq: int) -> None:
         # Write the next few entries alone: one accepted while the head is refused proves the sink works.
