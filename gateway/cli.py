@@ -319,7 +319,13 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run a simulated kit with an embedded broker and a local store; print KPIs as windows close."""
     from gateway.demo import run_demo
+    from simulators.embedded_broker import BrokerNotInstalledError, require_amqtt
 
+    try:
+        require_amqtt()
+    except BrokerNotInstalledError as exc:
+        print(f"citygw demo: {exc}", file=sys.stderr)
+        return 1
     limit_malloc_arenas()
     _setup_logging("warning" if not args.verbose else "info")
     return run_demo(duration=args.duration, data_dir=args.data_dir, print_as=args.print_as)
@@ -379,9 +385,13 @@ def cmd_simulators(args: argparse.Namespace) -> int:
     broker: tuple[str, int] | None = None
     embedded = None
     if args.broker == "embedded":
-        from simulators.embedded_broker import EmbeddedBroker
+        from simulators.embedded_broker import BrokerNotInstalledError, EmbeddedBroker
 
-        embedded = EmbeddedBroker().start()
+        try:
+            embedded = EmbeddedBroker().start()
+        except BrokerNotInstalledError as exc:
+            print(f"citygw simulators --broker embedded: {exc}", file=sys.stderr)
+            return 1
         broker = ("127.0.0.1", embedded.port)
     elif args.broker:
         host, _, port_text = args.broker.rpartition(":")

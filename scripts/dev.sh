@@ -9,15 +9,17 @@
 #
 # On a fresh Debian bookworm machine (as root, or with sudo) it installs what is missing: Python 3 with venv,
 # Mosquitto, InfluxDB 1.x and VictoriaMetrics (the tests start their own instances on free loopback ports;
-# the Debian services are not started), openssl; then a virtualenv in .venv with `pip install -e '.[test]'`,
-# redone only when pyproject.toml changes. Repeat runs skip all of that.
+# the Debian services are not started), openssl; then a virtualenv in .venv with `pip install -e '.[test,demo]'`
+# (demo: the embedded broker the demo and its test use), redone only when pyproject.toml or that list of extras
+# changes. Repeat runs skip all of that.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 VENV="$ROOT/.venv"
-STAMP="$VENV/.citygw-installed"
+STAMP="$VENV/.citygw-installed"  # holds the install spec below
+INSTALL_SPEC=".[test,demo]"
 APT_PACKAGES=(python3 python3-venv python3-pip mosquitto mosquitto-clients influxdb victoria-metrics openssl
     nats-server chromium chromium-driver systemd)  # systemd: systemd-analyze verify of the shipped unit
 # Node tools for the tests (not for running citygw): Prism, the validating OpenAPI mock server that checks the
@@ -121,12 +123,12 @@ ensure_venv() {
         "$python" -m venv "$VENV"
         rm -f "$STAMP"
     fi
-    if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
-        log "installing citygw and its test tools into $VENV"
+    if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ "$(cat "$STAMP")" != "$INSTALL_SPEC" ]; then
+        log "installing citygw with its test tools and the demo's broker into $VENV ($INSTALL_SPEC)"
         export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
         "$VENV/bin/python" -m pip install -q --upgrade pip
-        "$VENV/bin/python" -m pip install -q -e '.[test]'
-        touch "$STAMP"
+        "$VENV/bin/python" -m pip install -q -e "$INSTALL_SPEC"
+        printf '%s\n' "$INSTALL_SPEC" > "$STAMP"
     fi
 }
 

@@ -9,7 +9,23 @@ import socket
 import threading
 from typing import Any
 
-__all__ = ["EmbeddedBroker", "free_port"]
+__all__ = ["BrokerNotInstalledError", "EmbeddedBroker", "free_port", "require_amqtt"]
+
+
+class BrokerNotInstalledError(RuntimeError):
+    """amqtt, the embedded broker, is an optional extra (`citygw[demo]`) and is not installed here."""
+
+
+def require_amqtt() -> None:
+    """Raise BrokerNotInstalledError, saying how to install it, unless amqtt can be imported."""
+    try:
+        import amqtt  # noqa: F401
+    except ImportError as exc:
+        # A kit never runs the demo, so amqtt is not in the base install (pyproject.toml: the `demo` extra).
+        raise BrokerNotInstalledError(
+            f"the embedded MQTT broker needs amqtt, which is not installed ({exc}). Install the demo extra: "
+            "pip install 'citygw[demo]' (in a checkout, bash scripts/dev.sh demo installs it and runs the demo)"
+        ) from None
 
 
 def free_port() -> int:
@@ -29,7 +45,8 @@ class EmbeddedBroker:
         self._broker: Any = None
 
     def start(self) -> EmbeddedBroker:
-        """Start the broker and wait until it listens."""
+        """Start the broker and wait until it listens (BrokerNotInstalledError without the `demo` extra)."""
+        require_amqtt()
         from amqtt.broker import Broker
 
         for name in ("amqtt", "transitions"):
