@@ -15,19 +15,22 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 import orjson
 
-from gateway.journal import KIND_KPI
+from gateway.journal import KIND_KPI, PACK_COLUMNS, entry_row_at, expand_rows
 from gateway.settings import Settings
 
 __all__ = ["JournalReader", "SinkBacklog", "export_csv", "parse_when", "print_backlog", "requeue_dead_letters",
            "sinks_of", "stop_summary"]
 
-_COLUMNS = "seq, kind, ts, device_id, quantity, unit, value, tags, quality, extra"
+# Rows are selected with PACK_COLUMNS and unpacked by expand_rows: a pack row holds a batch of readings, each an
+# entry of its own with its own seq (gateway/journal.py). What the methods return is one row per entry.
+_COLUMNS = PACK_COLUMNS
 
 
 def sinks_of(settings: Settings) -> list[tuple[str, int | None]]:
@@ -100,8 +103,10 @@ class JournalReader:
         cursor = self.cursor(sink)
         kind_sql = " AND kind=?" if only_kind is not None else ""
         args: tuple[Any, ...] = (cursor, only_kind) if only_kind is not None else (cursor,)
+        # A pack (n readings, seq-n+1 .. seq) may be partly delivered: only its entries after the cursor count.
         waiting, oldest = self._db.execute(
-            f"SELECT count(*), min(ts) FROM entries WHERE seq>?{kind_sql}", args).fetchone()
+            f"SELECT total(max(0, min(coalesce(n, 1), seq - ?))), min(ts) FROM entries WHERE seq>?{kind_sql}",
+            (cursor, *args)).fetchone()
         dead = self._db.execute("SELECT count(*) FROM dead_letters WHERE sink=?", (sink,)).fetchone()[0]
         return SinkBacklog(sink, int(waiting), int(oldest) if oldest is not None else None, int(dead))
 
@@ -112,19 +117,25 @@ class JournalReader:
 
     def after(self, seq: int, limit: int = 5000) -> list[tuple[Any, ...]]:
         """Raw entry rows after `seq`, oldest first."""
-        return list(self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE seq>? ORDER BY seq LIMIT ?",
-                                     (seq, limit)).fetchall())
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE seq>? ORDER BY seq LIMIT ?", (seq, limit))
+        return list(islice(expand_rows(rows, seq), limit))
 
     def span(self, after: int, upto: int, limit: int, newest_first: bool = False) -> list[tuple[Any, ...]]:
         """Raw entry rows with after < seq <= upto, oldest (or newest) first, at most `limit`."""
-        order = "DESC" if newest_first else ""
-        return list(self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE seq>? AND seq<=? ORDER BY seq {order}"
-                                     " LIMIT ?", (after, upto, limit)).fetchall())
+        if newest_first:  # newest rows first, each pack's entries newest first
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE seq>? AND seq<=? ORDER BY seq DESC"
+                                    " LIMIT ?", (after, upto, limit))
+            entries: Iterator[tuple[Any, ...]] = (e for row in rows for e in reversed(list(expand_rows([row], after))))
+        else:
+            entries = expand_rows(self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE seq>? AND seq<=?"
+                                                   " ORDER BY seq LIMIT ?", (after, upto, limit)), after)
+        return [e for e in islice(entries, limit) if e[0] <= upto]
 
     def between(self, start_ns: int, end_ns: int) -> Iterator[tuple[Any, ...]]:
-        """Raw entry rows with event time in [start_ns, end_ns)."""
-        yield from self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE ts>=? AND ts<? ORDER BY ts, seq",
-                                    (start_ns, end_ns))
+        """Raw entry rows with event time in [start_ns, end_ns) (in no particular order: packs overlap)."""
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE ts<? AND coalesce(ts_max, ts)>=?",
+                                (end_ns, start_ns))
+        yield from (r for r in expand_rows(rows) if start_ns <= r[2] < end_ns)
 
     def size_bytes(self) -> int:
         """The journal file plus its WAL on disk."""
@@ -177,15 +188,16 @@ def requeue_dead_letters(settings: Settings, sink: str | None = None, out: TextI
         where = " WHERE d.sink=?" if sink else ""
         args: tuple[Any, ...] = (sink,) if sink else ()
         with db:
-            letters = db.execute(f"SELECT d.id, d.seq, e.seq FROM dead_letters d LEFT JOIN entries e ON e.seq = d.seq"
-                                 f"{where} ORDER BY d.id", args).fetchall()
-            kept = sorted({int(r[2]) for r in letters if r[2] is not None})
-            gone = [int(r[1]) for r in letters if r[2] is None]
+            found = [(int(d[0]), int(d[1]), entry_row_at(db, int(d[1])))
+                     for d in db.execute(f"SELECT d.id, d.seq FROM dead_letters d{where} ORDER BY d.id", args)]
+            letters = [(id_, seq, seq if row is not None else None) for id_, seq, row in found]
+            rows = {seq: row for _, seq, row in found if row is not None}  # a packed entry comes out alone
+            kept = sorted(rows)
+            gone = [seq for _, seq, row in found if row is None]
             for seq in kept:
                 db.execute("INSERT INTO entries(kind, ts, device_id, quantity, unit, value, tags, quality, extra)"
-                           " SELECT kind, ts, device_id, quantity, unit, value, tags, quality, extra FROM entries"
-                           " WHERE seq=?", (seq,))
-            db.executemany("DELETE FROM dead_letters WHERE id=?", [(int(r[0]),) for r in letters if r[2] is not None])
+                           " VALUES (?,?,?,?,?,?,?,?,?)", rows[seq][1:])
+            db.executemany("DELETE FROM dead_letters WHERE id=?", [(id_,) for id_, _, row in found if row is not None])
     finally:
         db.close()
     what = f" of sink {sink}" if sink else ""

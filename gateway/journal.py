@@ -12,7 +12,10 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
+from itertools import islice, repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -21,7 +24,8 @@ import orjson
 from aggregators.kpi import KpiPoint
 from devices.reading import Reading
 
-__all__ = ["KIND_KPI", "KIND_READING", "Entry", "Journal", "WriteFailure", "is_disk_full", "wal_budget"]
+__all__ = ["KIND_KPI", "KIND_READING", "PACK_COLUMNS", "Entry", "Journal", "WriteFailure", "entry_row_at",
+           "expand_rows", "is_disk_full", "wal_budget"]
 
 log = logging.getLogger("citygw.journal")
 
@@ -115,7 +119,10 @@ CREATE TABLE IF NOT EXISTS entries (
     value REAL NOT NULL,
     tags TEXT NOT NULL,                     -- JSON object, sorted keys
     quality TEXT NOT NULL,
-    extra TEXT                              -- KPI: JSON {window, end_ns, fields, valid}
+    extra TEXT,                             -- KPI: JSON {window, end_ns, fields, valid}
+    n INTEGER,                              -- a pack: how many readings it holds (NULL: one entry)
+    ts_max INTEGER,                         -- a pack: its newest event time (ts is its oldest)
+    pack BLOB                               -- a pack: its readings as columns (see _pack)
 );
 CREATE INDEX IF NOT EXISTS entries_kind_ts ON entries(kind, ts);  -- rebuild of open windows; KPI-only sinks
 CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL);
@@ -130,6 +137,25 @@ _INSERT = (
     "INSERT INTO entries(kind, ts, device_id, quantity, unit, value, tags, quality, extra)"
     " VALUES (?,?,?,?,?,?,?,?,?)"
 )
+_INSERT_PACK = (
+    "INSERT INTO entries(seq, kind, ts, device_id, quantity, unit, value, tags, quality, extra, n, ts_max, pack)"
+    " VALUES (?, 0, ?, '', '', '', 0.0, '{}', '', NULL, ?, ?, ?)"
+)
+
+# The columns a reader selects to see every entry, packed or not (`expand_rows` takes rows of these).
+PACK_COLUMNS = "seq, kind, ts, device_id, quantity, unit, value, tags, quality, extra, n, pack"
+
+# Packs. A batch of readings appended at once is ONE row: its seq is the seq of its LAST reading, `n` says how
+# many it holds, so its readings have the seqs seq-n+1 .. seq (AUTOINCREMENT never hands those out again).
+# Sinks, cursors and dead letters keep counting single entries: `read_after` unpacks, and a cursor may stop
+# inside a pack. `ts` is the pack's oldest event time and `ts_max` its newest. The blob is a version byte (1)
+# and then an orjson object of columns: `series`, the distinct [device_id, quantity, unit, tags JSON, quality]
+# of the batch; `s`, each reading's index into it; `value` and `ts`, one per reading. One row instead of one
+# row and one index entry per reading, and strings decoded once per series, are what make the append and the
+# sinks' read cheap per reading (bench/hotpath.py). A journal written before packs existed gets the three
+# columns on open; its rows read as before. A citygw from before packs cannot read a journal with packs.
+_PACK_V1 = b"\x01"
+_PACK_MIN = 2  # a batch of one reading stays a plain row
 
 
 class Entry(NamedTuple):
@@ -174,6 +200,53 @@ def _tags_json(tags: Any) -> str:
     return orjson.dumps(dict(tags), option=orjson.OPT_SORT_KEYS).decode()
 
 
+def _pack(readings: Sequence[Reading]) -> tuple[int, int, bytes]:
+    """(oldest ts, newest ts, blob) of a batch of readings (at least two)."""
+    index: dict[tuple[str, str, str, str, str], int] = {}
+    of_series = index.setdefault
+    # Each reading's series (device, quantity, unit, tags, quality) as an index into a table of them: a batch
+    # has few series, and strings decoded once per series, not once per reading, are what makes reading it cheap.
+    series = [of_series((r.device_id, r.quantity, r.unit, _tags_json(r.tags) if r.tags else "{}", r.quality),
+                        len(index)) for r in readings]
+    ts = [r.ts for r in readings]
+    columns = {"series": list(index), "s": series, "value": [r.value for r in readings], "ts": ts}
+    return min(ts), max(ts), _PACK_V1 + orjson.dumps(columns)
+
+
+def _pack_rows(last: int, n: int, blob: bytes) -> Iterable[tuple[Any, ...]]:
+    """The entry rows (seq, kind, ts, device_id, quantity, unit, value, tags, quality, extra) of one pack."""
+    if blob[:1] != _PACK_V1:
+        raise sqlite3.DatabaseError(f"journal pack of unknown version {blob[:1]!r} (written by a newer citygw?)")
+    c = orjson.loads(blob[1:])
+    pick = itemgetter(*c["s"])  # n >= 2 indexes: a tuple of the n items
+    devices, quantities, units, tags, qualities = zip(*c["series"], strict=True)
+    return zip(range(last - n + 1, last + 1), repeat(KIND_READING, n), c["ts"], pick(devices), pick(quantities),
+               pick(units), c["value"], pick(tags), pick(qualities), repeat(None, n), strict=True)
+
+
+# A pack's rows have exactly Entry's fields: tuple.__new__ skips _make's Python-level length check (half the cost).
+_new_entry = partial(tuple.__new__, Entry)
+
+
+def expand_rows(rows: Iterable[Sequence[Any]], after: int = 0) -> Iterator[tuple[Any, ...]]:
+    """Rows of PACK_COLUMNS → one (seq, kind, ts, device_id, quantity, unit, value, tags, quality, extra) per
+    entry, packs unpacked; entries at or before seq `after` are skipped (a cursor may stop inside a pack)."""
+    for r in rows:
+        if r[11] is None:
+            yield tuple(r[:10])
+        else:
+            entries = _pack_rows(r[0], r[10], r[11])
+            yield from (islice(entries, after - (r[0] - r[10]), None) if r[0] - r[10] < after else entries)
+
+
+def entry_row_at(db: sqlite3.Connection, seq: int) -> tuple[Any, ...] | None:
+    """The entry row of `seq` (unpacked from its pack when it is in one), or None when it left the journal."""
+    row = db.execute(f"SELECT {PACK_COLUMNS} FROM entries WHERE seq >= ? ORDER BY seq LIMIT 1", (seq,)).fetchone()
+    if row is None or row[0] - (row[10] or 1) >= seq:
+        return None
+    return next(expand_rows([row], seq - 1))
+
+
 def reading_row(r: Reading) -> tuple[Any, ...]:
     """The journal row of a reading."""
     return (KIND_READING, r.ts, r.device_id, r.quantity, r.unit, r.value, _tags_json(r.tags), r.quality, None)
@@ -186,6 +259,10 @@ def kpi_row(p: KpiPoint) -> tuple[Any, ...]:
         option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY,
     ).decode()
     return (KIND_KPI, p.start_ns, p.device_id, p.name, p.unit, p.value, _tags_json(p.tags), "good", extra)
+
+
+def _reading(r: tuple[Any, ...]) -> Reading:
+    return Reading(r[3], r[4], r[6], r[5], r[2], orjson.loads(r[7]) if r[7] != "{}" else {}, r[8])
 
 
 class Journal:
@@ -243,6 +320,10 @@ class Journal:
             if quick is None or quick[0] != "ok":
                 raise sqlite3.DatabaseError(f"integrity check failed: {quick}")
             db.executescript(_SCHEMA)
+            have = {r[1] for r in db.execute("PRAGMA table_info(entries)")}
+            for column, kind in (("n", "INTEGER"), ("ts_max", "INTEGER"), ("pack", "BLOB")):
+                if column not in have:  # a journal from before packs: its rows stay as they are
+                    db.execute(f"ALTER TABLE entries ADD COLUMN {column} {kind}")
         except sqlite3.DatabaseError:
             db.close()
             raise
@@ -257,16 +338,23 @@ class Journal:
 
     def append(self, readings: Sequence[Reading] = (), kpis: Sequence[KpiPoint] = (),
                meta: dict[str, str] | None = None) -> int:
-        """Durably append readings and KPI points (and meta updates) in ONE transaction; returns the last seq."""
-        # reading_row() inlined: this runs for every reading.
-        rows = [(KIND_READING, r.ts, r.device_id, r.quantity, r.unit, r.value,
-                 _tags_json(r.tags) if r.tags else "{}", r.quality, None) for r in readings]
+        """Durably append readings and KPI points (and meta updates) in ONE transaction; returns the last seq.
+
+        Two or more readings become one pack (see _PACK_V1): one row, whatever their number.
+        """
+        packed = _pack(readings) if len(readings) >= _PACK_MIN else None
+        rows = [reading_row(r) for r in readings] if packed is None else []
         rows.extend(kpi_row(p) for p in kpis)
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany(_INSERT, rows)
+                if packed is not None:
+                    before = db.execute("SELECT seq FROM sqlite_sequence WHERE name='entries'").fetchone()
+                    n = len(readings)
+                    db.execute(_INSERT_PACK, ((before[0] if before else 0) + n, packed[0], n, packed[1], packed[2]))
+                if rows:
+                    db.executemany(_INSERT, rows)
                 if meta:
                     db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", meta.items())
                 last = db.execute("SELECT seq FROM sqlite_sequence WHERE name='entries'").fetchone()
@@ -300,15 +388,27 @@ class Journal:
 
     def read_after(self, seq: int, limit: int, kind: int | None = None) -> list[Entry]:
         """Up to `limit` entries after `seq`, oldest first (only of `kind` when given)."""
-        sql = ("SELECT seq, kind, ts, device_id, quantity, unit, value, tags, quality, extra FROM entries"
-               " WHERE seq > ?" + (" AND kind = ?" if kind is not None else "") + " ORDER BY seq LIMIT ?")
+        # A row holds at least one entry, so `limit` rows hold at least `limit` entries.
+        sql = (f"SELECT {PACK_COLUMNS} FROM entries WHERE seq > ?" + (" AND kind = ?" if kind is not None else "")
+               + " ORDER BY seq LIMIT ?")
         with self._lock:
             rows = self._db.execute(sql, (seq, kind, limit) if kind is not None else (seq, limit)).fetchall()
         loads = orjson.loads
         make = Entry._make  # a reading's row (no extra) becomes its Entry as is: half the cost per row
-        return [make(r) if r[9] is None else
-                Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], loads(r[9]) if r[9] else None)
-                for r in rows]
+        out: list[Entry] = []
+        for r in rows:
+            if r[11] is not None:
+                first = r[0] - r[10] + 1
+                entries = _pack_rows(r[0], r[10], r[11])
+                out.extend(map(_new_entry, islice(entries, seq - first + 1, None) if first <= seq else entries))
+            elif r[9] is None:
+                out.append(make(r[:10]))
+            else:
+                out.append(Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], loads(r[9])))
+            if len(out) >= limit:
+                del out[limit:]
+                break
+        return out
 
     def last_seq(self) -> int:
         """The highest seq ever appended."""
@@ -320,22 +420,28 @@ class Journal:
         """Readings with event time >= ts_ns in journal order (used to rebuild open windows after a crash)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT ts, device_id, quantity, unit, value, tags, quality FROM entries"
-                " WHERE kind=0 AND ts>=? ORDER BY seq",
+                f"SELECT {PACK_COLUMNS} FROM entries WHERE kind=0 AND coalesce(ts_max, ts)>=? ORDER BY seq",
                 (ts_ns,),
             ).fetchall()
-        return [Reading(r[1], r[2], r[4], r[3], r[0], orjson.loads(r[5]), r[6]) for r in rows]
+        return [_reading(r) for r in expand_rows(rows) if r[2] >= ts_ns]
 
     def latest_readings(self, limit: int) -> list[Reading]:
         """The last `limit` readings appended, oldest first (to refill the duplicate check after a restart)."""
+        newest: list[tuple[Any, ...]] = []  # rows, newest first, until they hold `limit` readings
+        held = 0
         with self._lock:
-            rows = self._db.execute(
-                "SELECT ts, device_id, quantity, unit, value, tags, quality FROM entries"
-                " WHERE kind=0 ORDER BY seq DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-        rows.reverse()
-        return [Reading(r[1], r[2], r[4], r[3], r[0], orjson.loads(r[5]), r[6]) for r in rows]
+            for row in self._db.execute(f"SELECT {PACK_COLUMNS} FROM entries WHERE kind=0 ORDER BY seq DESC"):
+                if held >= limit:
+                    break
+                newest.append(row)
+                held += row[10] or 1
+        newest.reverse()
+        rows = list(expand_rows(newest))
+        return [_reading(r) for r in rows[max(0, len(rows) - limit):]]
+
+    def entries(self, kind: int | None = None) -> list[Entry]:
+        """Every entry the journal holds (of one kind), oldest first: for tests and tools, not the hot path."""
+        return [e for e in self.read_after(0, 1 << 62) if kind is None or e.kind == kind]
 
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         """A value from the meta table."""
@@ -357,8 +463,10 @@ class Journal:
         """How many entries the journal holds (of one kind)."""
         with self._lock:
             if kind is None:
-                return int(self._db.execute("SELECT count(*) FROM entries").fetchone()[0])
-            return int(self._db.execute("SELECT count(*) FROM entries WHERE kind=?", (kind,)).fetchone()[0])
+                row = self._db.execute("SELECT total(coalesce(n, 1)) FROM entries").fetchone()
+            else:
+                row = self._db.execute("SELECT total(coalesce(n, 1)) FROM entries WHERE kind=?", (kind,)).fetchone()
+        return int(row[0])
 
     # -- housekeeping --------------------------------------------------------------------------------------
 
@@ -382,7 +490,11 @@ class Journal:
         return int((pages - free) * size)
 
     def trim(self, sinks: Sequence[str], keep_readings_since_ns: int, chunk: int = 2000) -> int:
-        """Delete entries every sink has delivered, except readings still needed to rebuild open windows."""
+        """Delete entries every sink has delivered, except readings still needed to rebuild open windows.
+
+        A pack goes as a whole: once every sink delivered all of it and its newest reading is not needed.
+        Returns how many entries went.
+        """
         if not sinks:
             return 0
         with self._lock:
@@ -400,12 +512,16 @@ class Journal:
             # commits for long (tail latency), however much there is to delete.
             with self._lock:
                 cur = self._db.execute(
-                    "DELETE FROM entries WHERE seq IN (SELECT seq FROM entries WHERE seq <= ? AND (kind=1 OR ts < ?)"
-                    # dead-lettered entries stay until `citygw backlog --requeue` sends them again (or the cap)
-                    " AND seq NOT IN (SELECT seq FROM dead_letters)"
-                    " ORDER BY seq LIMIT ?)", (floor, keep_readings_since_ns, chunk))
-            deleted += int(cur.rowcount)
-            if cur.rowcount < chunk:
+                    "DELETE FROM entries WHERE seq IN (SELECT e.seq FROM entries e WHERE e.seq <= ?"
+                    " AND (e.kind=1 OR coalesce(e.ts_max, e.ts) < ?)"
+                    # dead-lettered entries stay until `citygw backlog --requeue` sends them again (or the cap);
+                    # so does the whole pack around one
+                    " AND NOT EXISTS (SELECT 1 FROM dead_letters d"
+                    " WHERE d.seq BETWEEN e.seq - coalesce(e.n, 1) + 1 AND e.seq)"
+                    " ORDER BY e.seq LIMIT ?) RETURNING coalesce(n, 1)", (floor, keep_readings_since_ns, chunk))
+                gone = cur.fetchall()
+            deleted += sum(r[0] for r in gone)  # entries, not rows: a pack is n of them
+            if len(gone) < chunk:
                 return deleted
 
     def checkpoint(self) -> None:
@@ -460,14 +576,15 @@ class Journal:
                 # Drop about as many of the oldest entries as the excess holds, not a whole batch: the cap
                 # must cost no more data than it has to (used/rows over-estimates an entry, so no overshoot).
                 step = max(1, min(batch, (used - budget) * rows // max(used, 1)))
-                ids = [r[0] for r in db.execute(
-                    "SELECT seq FROM entries ORDER BY seq LIMIT ?", (step,)).fetchall()]
-                if not ids:
+                oldest = db.execute("SELECT seq, coalesce(n, 1) FROM entries ORDER BY seq LIMIT ?",
+                                    (step,)).fetchall()
+                if not oldest:
                     break
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    db.execute("DELETE FROM entries WHERE seq <= ?", (ids[-1],))
-                    undelivered = sum(1 for s in ids if s > floor)
+                    db.execute("DELETE FROM entries WHERE seq <= ?", (oldest[-1][0],))
+                    # a pack's entries are seq-n+1 .. seq: those after the floor were not delivered
+                    undelivered = sum(max(0, min(n, s - floor)) for s, n in oldest)
                     if undelivered:
                         prev = db.execute("SELECT value FROM meta WHERE key='dropped_undelivered'").fetchone()
                         total = (int(prev[0]) if prev else 0) + undelivered

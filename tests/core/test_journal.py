@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -69,7 +70,8 @@ def test_sigkill_after_append_loses_nothing(tmp_path: Path) -> None:
 
 def test_trim_keeps_what_a_sink_has_not_delivered(tmp_path: Path) -> None:
     j = Journal(tmp_path / "j.sqlite")
-    j.append(_readings(10))
+    for r in _readings(10):
+        j.append([r])  # one reading per append: plain rows, trimmed one entry at a time
     assert j.trim(["a", "b"], keep_readings_since_ns=T0 + 10**12) == 0  # no cursor yet: keep everything
     j.set_cursor("a", 8)
     j.set_cursor("b", 4)
@@ -79,7 +81,8 @@ def test_trim_keeps_what_a_sink_has_not_delivered(tmp_path: Path) -> None:
 
 def test_trim_keeps_readings_of_open_windows(tmp_path: Path) -> None:
     j = Journal(tmp_path / "j.sqlite")
-    j.append(_readings(10))
+    for r in _readings(10):
+        j.append([r])
     j.set_cursor("a", 10)
     assert j.trim(["a"], keep_readings_since_ns=T0 + 6 * 10**9) == 6
     assert [r.value for r in j.readings_since(0)] == [6.0, 7.0, 8.0, 9.0]
@@ -111,3 +114,73 @@ def test_corrupt_file_is_moved_aside_not_deleted(tmp_path: Path) -> None:
     j.append(_readings(1))
     assert j.count() == 1
     assert os.path.exists(path)
+
+
+def test_a_batch_is_one_pack_whose_readings_are_entries_of_their_own(tmp_path: Path) -> None:
+    """Two or more readings appended at once are one row; sinks, cursors and trimming still count entries."""
+    j = Journal(tmp_path / "j.sqlite")
+    tagged = [Reading("dev-2", "no2", 7.0, "ug/m3", T0, {"site": "x"}, "clock_unsynced")]
+    assert j.append(_readings(4)) == 4
+    assert j.append(tagged) == 5  # one reading: a plain row
+    assert j.append(_readings(3, start=4) + tagged) == 9
+    rows = j._db.execute("SELECT seq, n FROM entries ORDER BY seq").fetchall()
+    assert rows == [(4, 4), (5, None), (9, 4)]
+    assert j.count() == j.count(KIND_READING) == 9
+    everything = j.read_after(0, 100)
+    assert [e.seq for e in everything] == list(range(1, 10))
+    assert [(e.value, e.tags, e.quality) for e in everything[-2:]] == [(2.0, {"site": "a b"}, "good"),
+                                                                     (7.0, {"site": "x"}, "clock_unsynced")]
+    # A cursor inside a pack, and a limit that ends inside one.
+    assert [e.seq for e in j.read_after(2, 3)] == [3, 4, 5]
+    assert [e.seq for e in j.read_after(6, 100)] == [7, 8, 9]
+    assert [e.seq for e in j.read_after(0, 100, KIND_KPI)] == []
+    assert [r.value for r in j.latest_readings(3)] == [1.0, 2.0, 7.0]
+    assert [r.ts for r in j.readings_since(T0 + 5 * 10**9)] == [T0 + 5 * 10**9, T0 + 6 * 10**9]
+    # A pack goes only as a whole: delivered up to its middle, it stays.
+    j.set_cursor("a", 7)
+    assert j.trim(["a"], keep_readings_since_ns=T0 + 10**12) == 5
+    assert [e.seq for e in j.read_after(0, 100)] == [6, 7, 8, 9]
+    j.set_cursor("a", 9)
+    assert j.trim(["a"], keep_readings_since_ns=T0 + 10**12) == 4 and j.count() == 0
+
+
+def test_a_journal_from_before_packs_gets_them_on_open(tmp_path: Path) -> None:
+    """A journal written before packs existed: its rows read as they did, new batches are packed beside them."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE entries (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind INTEGER NOT NULL, ts INTEGER NOT NULL,
+            device_id TEXT NOT NULL, quantity TEXT NOT NULL, unit TEXT NOT NULL, value REAL NOT NULL,
+            tags TEXT NOT NULL, quality TEXT NOT NULL, extra TEXT);
+        CREATE TABLE cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+    """)
+    db.executemany("INSERT INTO entries(kind, ts, device_id, quantity, unit, value, tags, quality, extra)"
+                   " VALUES (0, ?, 'dev-1', 'pm2_5', 'ug/m3', ?, '{}', 'good', NULL)",
+                   [(T0 + i * 10**9, float(i)) for i in range(3)])
+    db.execute("INSERT INTO cursors VALUES ('influx', 2)")
+    db.commit()
+    db.close()
+    j = Journal(path)
+    assert j.append(_readings(2, start=3)) == 5
+    assert [(e.seq, e.value) for e in j.read_after(j.cursor("influx"), 10)] == [(3, 2.0), (4, 0.0), (5, 1.0)]
+    assert [r.value for r in j.readings_since(0)] == [0.0, 1.0, 2.0, 0.0, 1.0]
+
+
+def test_dead_letters_keep_their_pack_until_requeued(tmp_path: Path) -> None:
+    """An entry dead-lettered inside a pack keeps the pack from trimming; requeue copies that entry alone."""
+    from gateway.fieldcmds import requeue_dead_letters
+    from gateway.settings import Settings
+
+    j = Journal(tmp_path / "journal.sqlite")
+    j.append(_readings(5))
+    j.dead_letter("a", [(3, "refused", "body")])
+    j.set_cursor("a", 5)
+    assert j.trim(["a"], keep_readings_since_ns=T0 + 10**12) == 0
+    settings = Settings.model_validate({"gateway": {"data_dir": str(tmp_path)}})
+    assert settings.journal_path == tmp_path / "journal.sqlite"
+    assert requeue_dead_letters(settings, out=io.StringIO()) == 0
+    again = j.read_after(5, 10)
+    assert [(e.seq, e.value, e.tags) for e in again] == [(6, 2.0, {"site": "a b"})]
+    assert j.trim(["a"], keep_readings_since_ns=T0 + 10**12) == 5

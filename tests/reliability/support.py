@@ -26,6 +26,7 @@ __all__ = [
     "GatewayProcess",
     "Publisher",
     "StatusPage",
+    "journal_entries",
     "journal_rows",
     "journal_snapshot",
     "metric",
@@ -84,6 +85,15 @@ def journal_rows(path: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple
         return db.execute(sql, args).fetchall()
     finally:
         db.close()
+
+
+def journal_entries(path: Path, kind: int | None = None) -> list[tuple[Any, ...]]:
+    """Every entry of a journal file, packs unpacked: (seq, kind, ts, device_id, quantity, unit, value, tags,
+    quality, extra) each (gateway/journal.py)."""
+    from gateway.journal import PACK_COLUMNS, expand_rows
+
+    rows = journal_rows(path, f"SELECT {PACK_COLUMNS} FROM entries ORDER BY seq")
+    return [e for e in expand_rows(rows) if kind is None or e[1] == kind]
 
 
 def journal_snapshot(path: Path, *queries: str) -> list[list[tuple[Any, ...]]]:

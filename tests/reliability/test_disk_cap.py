@@ -56,8 +56,10 @@ def test_disk_cap_drops_oldest_counts_exactly_and_stays_up(tmp_path: Path, mosqu
         assert feed and feed[0]["delivered"] > 0  # the feed ran ahead of InfluxDB
 
         last, kept, meta, oldest = journal_snapshot(
-            journal, "SELECT seq FROM sqlite_sequence WHERE name='entries'", "SELECT count(*) FROM entries",
-            "SELECT value FROM meta WHERE key='dropped_undelivered'", "SELECT min(seq) FROM entries")
+            # entries, not rows: a pack row holds n, and its seq is its last entry's (gateway/journal.py)
+            journal, "SELECT seq FROM sqlite_sequence WHERE name='entries'",
+            "SELECT total(coalesce(n, 1)) FROM entries", "SELECT value FROM meta WHERE key='dropped_undelivered'",
+            "SELECT min(seq - coalesce(n, 1) + 1) FROM entries")
         dropped = int(meta[0][0])
         # Nothing reached InfluxDB, so every entry missing from the journal was dropped undelivered.
         assert dropped == last[0][0] - kept[0][0]
