@@ -19,10 +19,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import (
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
@@ -40,19 +43,24 @@ def _duration_s(value: Any) -> Any:
     return value
 
 
-def _size_bytes(value: Any) -> Any:
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*", value, re.IGNORECASE)
-        if not m:
-            raise ValueError(f"invalid size {value!r}: use e.g. 500MB, 2GB, 64MiB")
-        unit = (m.group(2) or "B").lower()
-        mult = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}[unit]
-        return int(float(m.group(1)) * mult)
-    return value
+# pydantic's ByteSize parses sizes ("512MB", "2 GB", "64MiB", "1.5GiB"; a bare number is bytes; KB = 1000 B,
+# KiB = 1024 B). Its pattern is anchored only at the start, so "1,5GB" would read as 1 byte: the whole text must match.
+_WHOLE_SIZE = re.compile(ByteSize.byte_string_pattern + r"\s*$", re.IGNORECASE)
+
+
+def _size_bytes(value: Any, handler: ValidatorFunctionWrapHandler) -> ByteSize:
+    problem = f"invalid size {value!r}: use e.g. 500MB, 2GB, 64MiB"
+    if isinstance(value, str) and not _WHOLE_SIZE.match(value):
+        raise ValueError(problem)
+    try:
+        size: ByteSize = handler(value)
+    except ValidationError:
+        raise ValueError(problem) from None
+    return size
 
 
 Duration = Annotated[float, BeforeValidator(_duration_s), Field(ge=0)]
-Size = Annotated[int, BeforeValidator(_size_bytes), Field(ge=0)]
+Size = Annotated[ByteSize, WrapValidator(_size_bytes)]
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -408,7 +416,7 @@ class JournalSection(_Section):
 
     path: Path | None = None  # default <data_dir>/journal.sqlite
     synchronous: Literal["full", "normal", "off"] = "full"
-    max_size: Size = 512 * 10**6
+    max_size: Size = ByteSize(512 * 10**6)
     batch_max: int = Field(2000, gt=0)
 
 

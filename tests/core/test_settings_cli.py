@@ -101,6 +101,27 @@ def test_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["check-config", str(REPO / "config" / "example.toml")]) == 0
 
 
+@pytest.mark.parametrize(("written", "size"), [
+    ('"512MB"', 512 * 10**6), ('"512 MB"', 512 * 10**6), ('" 2GB "', 2 * 10**9), ('"64MiB"', 64 * 2**20),
+    ('"64mib"', 64 * 2**20), ('"1.5GiB"', 3 * 2**29), ('"1.5GB"', 15 * 10**8), ('"0.5KB"', 500), ('"3kb"', 3000),
+    ('"4 KiB"', 4096), ('"98304B"', 98304), ('"100"', 100), ("4194304", 4194304), ("0", 0),
+])
+def test_sizes_are_read_in_every_spelling_the_config_accepts(tmp_path: Path, written: str, size: int) -> None:
+    path = tmp_path / "kit.toml"
+    path.write_text(f"[journal]\nmax_size = {written}\n")
+    assert load_settings(path, env={}).journal.max_size == size
+
+
+@pytest.mark.parametrize(("written", "shown"), [
+    ('"1,5GB"', "'1,5GB'"), ('"5 MB/s"', "'5 MB/s'"), ('"-5MB"', "'-5MB'"), ('"MB"', "'MB'"), ('""', "''"),
+    ('"10 parsecs"', "'10 parsecs'"), ("-1", "-1"),
+])
+def test_a_bad_size_names_its_file_line_and_key(tmp_path: Path, written: str, shown: str) -> None:
+    problems = _problems(tmp_path, f'[gateway]\nid = "kit"\n\n[journal]\nmax_size = {written}\n')
+    where = f"{tmp_path / 'kit.toml'}:5: journal.max_size"
+    assert problems == [f"{where}: invalid size {shown}: use e.g. 500MB, 2GB, 64MiB"]
+
+
 REFERENCE_FRAME = "42 4d 00 1c 00 00 00 08 00 08 00 00 00 08 00 08 00 d2 00 46 00 2d 00 1e 00 00 00 00 97 00 02 c5"
 
 
