@@ -123,6 +123,11 @@ class SensorThingsSink:
             self._latest.clear()  # part of the batch may have been stored: ask the server again
             raise
 
+    def start(self) -> None:
+        """Open the MQTT connection, when Observations go over MQTT (Delivery calls this as it starts)."""
+        if self.mqtt is not None:
+            self.mqtt.start()
+
     def close(self) -> None:
         """Close the HTTP session, the MQTT connection and the journal connection."""
         self.http.close()

@@ -35,7 +35,10 @@ def observation_topic(version: str, datastream_id: Any) -> str:
 
 
 class StaMqttPublisher:
-    """Its own paho connection to the SensorThings server's broker; a batch counts only after every PUBACK."""
+    """Its own paho connection to the SensorThings server's broker; a batch counts only after every PUBACK.
+
+    Nothing touches the network before `start()` (or the first publish): constructing it only configures the client.
+    """
 
     def __init__(self, cfg: SensorThingsSection, gateway_id: str, username: str, password: str,
                  publish_timeout_s: float = 10.0) -> None:
@@ -48,9 +51,18 @@ class StaMqttPublisher:
                            username=username, password=password, tls=cfg.mqtt_tls,
                            ca_file=cfg.ca_file if cfg.mqtt_tls else None)
         self._connected = threading.Event()
+        self._started = False
+        self._start_lock = threading.Lock()
         self.client = build_client(opts)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+
+    def start(self) -> None:
+        """Connect in the background (paho's network thread reconnects with backoff); later calls do nothing."""
+        with self._start_lock:
+            if self._started:
+                return
+            self._started = True
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
 
@@ -68,6 +80,7 @@ class StaMqttPublisher:
 
     def publish(self, observations: list[tuple[Any, dict[str, Any]]]) -> None:
         """Publish (datastream id, observation) pairs at QoS 1 and wait for every PUBACK."""
+        self.start()
         if not self._connected.wait(timeout=self.publish_timeout_s):
             raise SinkError(Action.RETRY, f"not connected to the SensorThings MQTT broker {self.host}:{self.port}")
         infos = [self.client.publish(observation_topic(self.version, ds), orjson.dumps(obs), qos=1)
@@ -83,7 +96,9 @@ class StaMqttPublisher:
                 raise SinkError(Action.RETRY, "the SensorThings broker did not acknowledge the publish in time")
 
     def close(self) -> None:
-        """Disconnect and stop the network thread."""
+        """Disconnect and stop the network thread (nothing to do if it never started)."""
+        if not self._started:
+            return
         with contextlib.suppress(Exception):
             self.client.disconnect()
         self.client.loop_stop()

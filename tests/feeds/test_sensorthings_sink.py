@@ -18,9 +18,10 @@ import pytest
 from aggregators.kpi import KpiPoint
 from gateway.journal import Journal
 from gateway.metrics import Metrics
-from gateway.settings import Settings, load_settings
+from gateway.settings import SensorThingsSection, Settings, load_settings
 from gateway.sinks.base import Delivery
 from gateway.sinks.sensorthings import SensorThingsSink, build_sensorthings_sinks
+from gateway.sinks.sta_mqtt import StaMqttPublisher
 from tests.feeds.sensorthings_server import SensorThingsServer
 from tests.integration.helpers import wait_for
 from tests.servers import Mosquitto
@@ -275,6 +276,22 @@ def test_mqtt_transport_publishes_observations_the_server_accepts(tmp_path: Path
     assert [o["result"] for o in got] == [11.0, 12.0, 13.0]
     assert got[0]["phenomenonTime"] == "2026-09-21T14:13:20+00:00/2026-09-21T14:13:30+00:00"
     journal.close()
+
+
+def test_the_mqtt_publisher_touches_the_network_only_when_started(mosquitto: Mosquitto) -> None:
+    cfg = SensorThingsSection(url="http://127.0.0.1:9/v1.1", transport="mqtt", mqtt_host="127.0.0.1",
+                              mqtt_port=mosquitto.port)
+    idle = StaMqttPublisher(cfg, "gw-lazy", "", "")
+    assert idle.client.socket() is None
+    assert not any("gw-lazy" in t.name for t in threading.enumerate())
+    idle.close()  # closing a publisher that never started is a no-op
+
+    publisher = StaMqttPublisher(cfg, "gw-lazy", "", "")
+    try:
+        publisher.start()
+        publisher.publish([(7, {"result": 1.0})])  # returns once the broker acknowledged it
+    finally:
+        publisher.close()
 
 
 def test_a_datastream_deleted_on_the_server_is_created_again(tmp_path: Path, sta: SensorThingsServer) -> None:
