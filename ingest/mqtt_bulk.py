@@ -26,14 +26,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
-from devices.reading import DecodeContext, DecodeError, Reading
+from devices.reading import Reading
 from ingest.backoff import Backoff
 from ingest.base import Emitter, ThreadStarter, plain_thread
 from ingest.mqtt_client import MqttOptions, connect_failure_message
 from ingest.mqtt_session import SubscriptionMemory, TakeoverWatch
-from ingest.mqtt_source import RETAINED_REASON, Route, decode_for_route
+from ingest.routes import Rejected, Route, RouteTable
 
 __all__ = ["BulkMqttSource", "ProtocolError", "encode_remaining_length", "parse_packets", "unsubscribe_packet"]
 
@@ -61,7 +59,6 @@ BATCH_READINGS = 2000
 # pipeline's 2,000-reading transactions in flight.
 MAX_UNACKED = 20_000
 STALL_S = 30.0  # no ack for this long while paused: the pipeline dropped a batch (full queue); read on
-TOPIC_CACHE_MAX = 50_000
 CONNECT_TIMEOUT_S = 5.0  # TCP connect, TLS handshake, CONNACK (each)
 SEND_TIMEOUT_S = 10.0  # a broker that takes no bytes for this long is treated as gone
 SUBSCRIBE_ID = 1
@@ -260,6 +257,7 @@ class BulkMqttSource:
         self.emitter = emitter
         self.opts = opts
         self.routes = routes
+        self.table = RouteTable(routes, log)
         self.start_thread = start_thread  # the gateway's supervisor restarts the input thread after a crash
         self.clock_ns = clock_ns
         self.on_connection = on_connection
@@ -274,9 +272,6 @@ class BulkMqttSource:
         self.acks_skipped = 0  # acks owed to a closed connection (the broker redelivers those messages)
         self.protocol_errors = 0
         self.connect_attempts = 0
-        # device id -> payload format of the devices heard, for the status page (bounded like the paho input's)
-        self.device_kinds: dict[str, str] = {}
-        self.topic_cache_clears = 0
         self.oversized = 0  # PUBLISHes over MAX_PACKET skipped (each counted as a rejection and acknowledged)
         self.peak_buffered = 0  # the most bytes the reassembly buffer has held (bounded by MAX_PACKET)
         self._skip = 0  # bytes of an oversized PUBLISH still to discard as they arrive
@@ -297,11 +292,20 @@ class BulkMqttSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None  # the current connection, for stop() to interrupt
-        self._topics: dict[bytes, tuple[str | None, Route | None, str]] = {}
         self._last_ns = 0
         self._last_tx = 0.0
         self._last_error = ""
         self._failures = 0
+
+    @property
+    def device_kinds(self) -> dict[str, str]:
+        """device id -> payload format of the devices heard, for the status page (bounded like the paho input's)."""
+        return self.table.device_kinds
+
+    @property
+    def topic_cache_clears(self) -> int:
+        """How often the bounded topic -> route cache was full and cleared."""
+        return self.table.cache_clears
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -628,8 +632,7 @@ class BulkMqttSource:
         self.oversized += 1
         self.messages += 1
         topic = raw_topic.decode("utf-8", "replace")
-        route = next((r for r in self.routes if mqtt.topic_matches_sub(r.match_filter, topic)), None)
-        device_id = route.device_for(topic) if route is not None else ""
+        _, device_id = self.table.lookup(topic)
         self.emitter.rejected(device_id or topic, f"oversized MQTT message: a {size}-byte PUBLISH on {topic!r} "
                               f"exceeds the bulk input's {MAX_PACKET}-byte limit; skipped unread and "
                               "acknowledged (limit what publishers send with the broker's max_packet_size)")
@@ -646,28 +649,10 @@ class BulkMqttSource:
             elif code < route.qos:
                 log.info("MQTT broker granted QoS %d for %r (asked %d)", code, route.topic, route.qos)
 
-    def _lookup(self, raw: bytes) -> tuple[str | None, Route | None, str]:
-        try:
-            topic: str | None = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            topic = None
-        route = None
-        device_id = ""
-        if topic is not None:
-            route = next((r for r in self.routes if mqtt.topic_matches_sub(r.match_filter, topic)), None)
-            if route is not None:
-                device_id = route.device_for(topic)
-        if len(self._topics) >= TOPIC_CACHE_MAX:
-            self._topics.clear()  # bounded; rebuilt from the traffic
-            self.topic_cache_clears += 1
-        entry = (topic, route, device_id)
-        self._topics[raw] = entry
-        return entry
-
     def _handle(self, publishes: list[Publish]) -> None:
         """Decode a read's PUBLISHes and hand them over in batches, each with one ack for all its messages."""
         emitter = self.emitter
-        topics = self._topics
+        decode = self.table.decode
         generation = self.generation
         base = self.clock_ns()
         if base <= self._last_ns:
@@ -683,31 +668,11 @@ class BulkMqttSource:
         for i, (qos, pid, raw_topic, payload, retain) in enumerate(publishes):
             if qos:
                 pids.append(pid)
-            entry = topics.get(raw_topic)
-            if entry is None:
-                entry = self._lookup(raw_topic)
-            topic, route, device_id = entry
-            if route is None or topic is None:
-                shown = topic if topic is not None else raw_topic.decode("utf-8", "replace")
-                emitter.rejected("", f"no route matches topic {shown!r}" if topic is not None
-                                 else f"topic is not valid UTF-8: {shown!r}")
-            elif retain:
-                emitter.rejected(device_id or topic, f"{RETAINED_REASON} (topic {topic})")
+            outcome = decode(raw_topic, payload, retain, base + i)
+            if isinstance(outcome, Rejected):
+                emitter.rejected(*outcome)
             else:
-                ctx = DecodeContext(device_id, base + i, topic, route.tags, route.options)
-                try:
-                    decoded = decode_for_route(route, payload, ctx)
-                except DecodeError as exc:
-                    emitter.rejected(device_id or topic, f"{route.kind.name} payload on {topic}: {exc.reason}",
-                                     payload)
-                except Exception as exc:
-                    log.exception("decoder %s raised %s (a bug: decoders may only raise DecodeError)",
-                                  route.kind.name, type(exc).__name__)
-                    emitter.rejected(device_id or topic, f"decoder error {type(exc).__name__}: {exc}", payload)
-                else:
-                    if decoded and decoded[0].device_id not in self.device_kinds and len(self.device_kinds) < 10_000:
-                        self.device_kinds[decoded[0].device_id] = route.kind.name
-                    readings += decoded
+                readings += outcome
             count += 1
             if count >= limit or len(readings) >= BATCH_READINGS:
                 self._emit(readings, pids, count, generation)

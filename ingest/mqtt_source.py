@@ -8,73 +8,24 @@ up to reconnect_max) and the broker redelivers unacknowledged messages on the pe
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from devices.kind import DeviceKind
-from devices.reading import EMPTY_TAGS, DecodeContext, DecodeError, Reading
 from ingest.base import Emitter
 from ingest.mqtt_client import MqttOptions, build_client, connect_failure_message, connect_properties, set_nodelay
 from ingest.mqtt_session import SESSION_TAKEN_OVER, SubscriptionMemory, TakeoverWatch
+from ingest.routes import RETAINED_REASON, Rejected, Route, RouteTable, decode_for_route
 
 __all__ = ["RETAINED_REASON", "MqttSource", "Route", "decode_for_route"]
 
 log = logging.getLogger("citygw.mqtt")
 
-_LEVEL = re.compile(r"\{(\d+)\}")
-
-# A message with the RETAIN flag reaches a subscriber only as the broker's stored copy, replayed because we
-# (re)subscribed (MQTT 3.1.1 §3.3.1.3; MQTT 5 without retain-as-published, which we never ask for). Live
-# messages always arrive with the flag clear, and the persistent session queues those while we are away, so a
-# replayed copy adds nothing but a repeat of an old value, with no time of its own when the payload has none.
 _KEEPALIVE_TIMEOUT = 0x8D  # DISCONNECT reason paho reports when our keepalive expired (no answer from the broker)
-
-RETAINED_REASON = ("retained message ignored: the broker replays its stored copy at every subscription; "
-                   "live and queued messages carry the readings (docs/reliability.md)")
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """Topic filter → payload format, device-id template, tags and options."""
-
-    topic: str
-    kind: DeviceKind
-    device_id: str = ""
-    qos: int = 1
-    tags: Mapping[str, str] = field(default_factory=lambda: EMPTY_TAGS)
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def match_filter(self) -> str:
-        """The filter without a `$share/<group>/` prefix (what topics are matched against)."""
-        if self.topic.startswith("$share/"):
-            return self.topic.split("/", 2)[2]
-        return self.topic
-
-    def device_for(self, topic: str) -> str:
-        """Fill the device-id template from topic levels ({1} = second level)."""
-        if not self.device_id:
-            return ""
-        levels = topic.split("/")
-        return _LEVEL.sub(lambda m: levels[int(m.group(1))] if int(m.group(1)) < len(levels) else "",
-                          self.device_id)
-
-
-def decode_for_route(route: Route, payload: bytes, ctx: DecodeContext) -> list[Reading]:
-    """The route's decoder, plus the input's rule that every reading names its device (DecodeError if not)."""
-    readings = route.kind.decode(payload, ctx)
-    if any(not r.device_id for r in readings):
-        raise DecodeError(f"no device id: the payload names no device and the route {route.topic!r} sets none; "
-                          'set device_id on the route (e.g. device_id = "{1}" for the second topic level) or the '
-                          "format's id option (docs/devices/" + route.kind.name + ".md)", payload)
-    return readings
 
 
 class MqttSource:
@@ -87,6 +38,7 @@ class MqttSource:
         self.emitter = emitter
         self.opts = opts
         self.routes = routes
+        self.table = RouteTable(routes, log)
         self.clock_ns = clock_ns
         self.on_connection = on_connection
         self.connected = False
@@ -106,8 +58,11 @@ class MqttSource:
         self.client.on_unsubscribe = self._on_unsubscribe
         self.client.on_connect_fail = self._on_connect_fail
         self.failed_attempts = 0  # TCP/TLS connects that failed since the last connection (logged once each run)
-        # The route format each device was last decoded with (the status page's "kind"); bounded.
-        self.device_kinds: dict[str, str] = {}
+
+    @property
+    def device_kinds(self) -> dict[str, str]:
+        """The route format each device was last decoded with (the status page's "kind"); bounded."""
+        return self.table.device_kinds
 
     def start(self) -> None:
         """Connect in the background; paho keeps reconnecting until stop()."""
@@ -181,32 +136,9 @@ class MqttSource:
             if qos > 0 and generation == self.generation and self.connected:
                 client.ack(mid, qos)
 
-        route = next((r for r in self.routes if mqtt.topic_matches_sub(r.match_filter, msg.topic)), None)
-        if route is None:
-            self.emitter.rejected("", f"no route matches topic {msg.topic!r}")
-            ack()
-            return
-        device_id = route.device_for(msg.topic)
-        if msg.retain:
-            self.emitter.rejected(device_id or msg.topic, f"{RETAINED_REASON} (topic {msg.topic})")
-            ack()
-            return
-        ctx = DecodeContext(device_id=device_id, received_ns=self.clock_ns(), topic=msg.topic,
-                            tags=route.tags, options=route.options)
-        try:
-            readings = decode_for_route(route, payload, ctx)
-        except DecodeError as exc:
-            self.emitter.rejected(device_id or msg.topic, f"{route.kind.name} payload on {msg.topic}: "
-                                  f"{exc.reason}", payload)
+        outcome = self.table.decode(msg.topic, payload, msg.retain, self.clock_ns())
+        if isinstance(outcome, Rejected):
+            self.emitter.rejected(*outcome)
             ack()  # a bad payload will not get better on redelivery
             return
-        except Exception as exc:
-            log.exception("decoder %s raised %s (a bug: decoders may only raise DecodeError)",
-                          route.kind.name, type(exc).__name__)
-            self.emitter.rejected(device_id or msg.topic, f"decoder error {type(exc).__name__}: {exc}",
-                                  payload)
-            ack()
-            return
-        if readings and len(self.device_kinds) < 10_000:
-            self.device_kinds[readings[0].device_id] = route.kind.name
-        self.emitter.readings(readings, ack if qos > 0 else None)  # QoS 0: nothing to hold, drop when full
+        self.emitter.readings(outcome, ack if qos > 0 else None)  # QoS 0: nothing to hold, drop when full
