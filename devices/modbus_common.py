@@ -67,13 +67,28 @@ _STRUCT = {"u32": ">I", "s32": ">i", "float32": ">f"}
 WORD_ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
 
 
-def crc16(data: bytes) -> bytes:
-    """CRC-16/MODBUS of `data` as the two bytes transmitted (low byte first), via pymodbus's RTU framer."""
-    # Imported here: a kit without Modbus devices never loads pymodbus (2.5 MB of RSS on a 1 GB board).
-    from pymodbus.framer import FramerRTU
+def _crc16_table() -> tuple[int, ...]:
+    """CRC-16/MODBUS (reflected polynomial 0xA001) of every single byte, for the byte-at-a-time loop."""
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
 
-    # FramerRTU.compute_CRC returns the register already byte-swapped, i.e. wire order read big-endian.
-    return int(FramerRTU.compute_CRC(data)).to_bytes(2, "big")
+
+_CRC16_TABLE = _crc16_table()
+
+
+def crc16(data: bytes) -> bytes:
+    """CRC-16/MODBUS of `data` as the two bytes transmitted (low byte first)."""
+    # Computed here rather than through pymodbus: devices/ stays free of the Modbus library, whose API moves
+    # between minor releases (ingest/modbus_client.py is the one module that talks to it).
+    crc = 0xFFFF
+    for byte in data:
+        crc = (crc >> 8) ^ _CRC16_TABLE[(crc ^ byte) & 0xFF]
+    return crc.to_bytes(2, "little")
 
 
 def exception_name(code: int) -> str:
