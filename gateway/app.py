@@ -28,9 +28,11 @@ from gateway.sinks.local_store import LocalStoreSink
 from gateway.sinks.mqtt_feed import MqttFeedSink, ReportByException
 from gateway.status import StatusServer
 from gateway.supervisor import Supervisor
+from ingest.base import Transport
 from ingest.mqtt_bulk import BulkMqttSource
 from ingest.mqtt_client import MqttOptions
-from ingest.mqtt_source import MqttSource, Route
+from ingest.mqtt_source import MqttSource
+from ingest.routes import Route
 from ingest.serial_port import SerialDevice, SerialPortOwner
 
 __all__ = ["Gateway"]
@@ -88,7 +90,7 @@ class Gateway:
         )
         self.mqtt_source: MqttSource | BulkMqttSource | None = None
         self._mqtt_up = False
-        self.transports: list[Any] = self._build_transports()
+        self.transports: list[Transport] = self._build_transports()
         self.monitor.book.report = self.pipeline.device_state  # MQTT devices going silent / heard again
         self.metrics.declare(
             sinks=[sink.name for sink in self.sinks], devices=[d.id for d in s.devices],
@@ -159,9 +161,9 @@ class Gateway:
         cfg = self._influx_cfg(sink)
         return cfg.flush_interval if cfg else float(getattr(sink, "flush_interval_s", 1.0))
 
-    def _build_transports(self) -> list[Any]:
+    def _build_transports(self) -> list[Transport]:
         s = self.settings
-        transports: list[Any] = []
+        transports: list[Transport] = []
         modbus_by_port: dict[str, list[Any]] = {}
         for d in s.devices:
             kind = get_kind(d.kind)

@@ -1,4 +1,5 @@
-"""What every transport hands its results to. Implemented by the gateway's pipeline; thread-safe."""
+"""What every transport hands its results to (`Emitter`, the gateway's pipeline; thread-safe), and what the
+gateway asks of every transport (`Transport`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Protocol
 
 from devices.reading import Reading
 
-__all__ = ["Emitter", "ThreadStarter", "plain_thread"]
+__all__ = ["Emitter", "ThreadStarter", "Transport", "plain_thread"]
 
 
 class Emitter(Protocol):
@@ -24,6 +25,22 @@ class Emitter(Protocol):
 
     def device_state(self, device_id: str, available: bool, reason: str = "") -> None:
         """Report a device going unavailable (with why) or coming back."""
+        ...
+
+
+class Transport(Protocol):
+    """An input the gateway starts and stops: the serial port owner, the Modbus bus, the MQTT inputs.
+
+    Each owns its link (port, bus or broker connection) in its own thread, reopens it by itself with a
+    `Backoff` when it fails, and hands readings to an `Emitter`.
+    """
+
+    def start(self) -> None:
+        """Start the owning thread (opening the link happens there, not here)."""
+        ...
+
+    def stop(self) -> None:
+        """Stop the thread and close the link."""
         ...
 
 
