@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from aggregators.kpi import KpiPoint
-from gateway.journal import Entry, Journal
 from gateway.sinks.ngsi_ld_mapping import CITYGW_CONTEXT, RULES, EntityMapper, request_rounds
 from tests.feeds.ngsi_ld_checks import (
     CITY_MODELS,
@@ -21,68 +20,9 @@ from tests.feeds.ngsi_ld_checks import (
     schema_errors,
     vocab_fallbacks,
 )
+from tests.feeds.ngsi_ld_samples import PLACES, T0, H, hourly, journal_entries, sample_points
 
-H = 3_600_000_000_000
-T0 = 1_767_261_600 * 10**9  # 2026-01-01T10:00:00Z
-D0 = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z
 ROOT = Path(__file__).resolve().parents[2]
-PLACES = {"air-1": (-3.7038, 40.4168), "noise-1": (2.1734, 41.3851), "traffic-1": (13.405, 52.52),
-          "water-1": (4.9041, 52.3676), "meter-1": (6.0839, 50.7753)}
-
-
-def _hour(name: str, device: str, unit: str, value: float, fields: dict[str, Any] | None = None,
-          tags: dict[str, str] | None = None, valid: bool = True) -> KpiPoint:
-    return KpiPoint(name, device, "1h", T0, T0 + H, unit, value, fields or {"count": 60, "coverage": 1.0},
-                    tags or {}, valid)
-
-
-def _day(name: str, device: str, unit: str, value: float, fields: dict[str, Any] | None = None,
-         tags: dict[str, str] | None = None, valid: bool = True) -> KpiPoint:
-    return KpiPoint(name, device, "1d", D0, D0 + 24 * H, unit, value, fields or {"hours": 24}, tags or {}, valid)
-
-
-def sample_points() -> list[KpiPoint]:
-    """One realistic point of every mapped series (units as the windows and derived series emit them)."""
-    return [
-        _hour("pm1_0", "air-1", "ug/m3", 7.5), _hour("pm2_5", "air-1", "ug/m3", 12.25),
-        _hour("pm4_0", "air-1", "ug/m3", 14.0), _hour("pm10", "air-1", "ug/m3", 18.5),
-        _hour("no2", "air-1", "ug/m3", 41.0), _hour("o3", "air-1", "ppb", 30.5), _hour("so2", "air-1", "ug/m3", 3.2),
-        _hour("co", "air-1", "mg/m3", 0.4), _hour("co2", "air-1", "ppm", 415.0),
-        _hour("temperature", "air-1", "degC", -2.5), _hour("pressure", "air-1", "hPa", 1013.2),
-        _hour("relative_humidity", "air-1", "%", 55.0, valid=False),
-        _hour("us_aqi", "air-1", "AQI", 57.0, {"concentration": 12.25, "status": "ok", "category": "Moderate"},
-              {"pollutant": "pm2_5", "averaging": "nowcast"}),
-        _hour("us_aqi", "air-1", "AQI", 17.0, {"concentration": 18.5, "status": "ok", "category": "Good"},
-              {"pollutant": "pm10", "averaging": "nowcast"}),
-        _hour("eaqi", "air-1", "level", 2.0, {"critical_pollutant": "no2"}, {"band": "fair", "table": "2021"}),
-        _hour("caqi", "air-1", "index", 37.4, {"critical_pollutant": "no2"}, {"band": "low"}),
-        _hour("noise_laeq", "noise-1", "dBA", 61.2), _hour("noise_lamax", "noise-1", "dBA", 70.0, {"max": 78.5}),
-        _day("lday", "noise-1", "dBA", 63.1), _day("levening", "noise-1", "dBA", 60.4),
-        _day("lnight", "noise-1", "dBA", 52.9, {"hours": 8, "end_band": "50-54"}),
-        _day("lden", "noise-1", "dBA", 64.0, {"hours": 24, "end_band": "60-64"}),
-        _hour("vehicle_count", "traffic-1", "1", 420.0, {"count": 4, "sum": 420.0, "coverage": 1.0}),
-        _hour("speed", "traffic-1", "km/h", 38.5),
-        _day("traffic_peak_hour", "traffic-1", "veh/h", 610.0, {"peak_start": D0 + 8 * H, "peak_15min": 170.0}),
-        _day("traffic_phf", "traffic-1", "1", 0.897, {"peak_start": D0 + 8 * H, "volume": 610.0}),
-        _hour("water_volume", "water-1", "m3", 0.42, {"consumption": 0.42, "first": 1234.147, "last": 1234.567}),
-        _day("water_consumption", "water-1", "m3", 9.8), _day("minimum_night_flow", "water-1", "m3/h", 0.12),
-        _hour("energy_import", "meter-1", "kWh", 1.2, {"consumption": 1.2, "first": 100.0, "last": 101.2}),
-        _hour("energy_export", "meter-1", "kWh", 0.1, {"consumption": 0.1, "first": 5.0, "last": 5.1}),
-        _hour("active_power", "meter-1", "W", 1450.0), _hour("voltage", "meter-1", "V", 231.0),
-        _hour("current", "meter-1", "A", 6.3), _hour("frequency", "meter-1", "Hz", 50.01),
-        _hour("power_factor", "meter-1", "1", 0.97),
-        _day("energy_consumption", "meter-1", "kWh", 28.8), _day("peak_demand", "meter-1", "kW", 3.2),
-    ]
-
-
-def journal_entries(tmp: Path, points: list[KpiPoint]) -> list[Entry]:
-    """The points as the sink reads them: appended to a real journal and read back."""
-    journal = Journal(tmp / "journal.sqlite")
-    try:
-        journal.append(kpis=points)
-        return journal.read_after(0, 10_000)
-    finally:
-        journal.close()
 
 
 def mapper(**kwargs: Any) -> EntityMapper:
@@ -210,8 +150,8 @@ def test_ids_are_stable_and_windows_go_out_one_at_a_time(tmp_path: Path) -> None
 
 
 def test_selection_and_unmapped_series(tmp_path: Path) -> None:
-    points = [_hour("pm2_5", "air-1", "ug/m3", 12.0), _hour("nowcast_pm2_5", "air-1", "ug/m3", 11.0),
-              KpiPoint("pm2_5", "air-1", "1m", T0, T0 + 60 * 10**9, "ug/m3", 9.0), _hour("no2", "air-1", "ug/m3", 3)]
+    points = [hourly("pm2_5", "air-1", "ug/m3", 12.0), hourly("nowcast_pm2_5", "air-1", "ug/m3", 11.0),
+              KpiPoint("pm2_5", "air-1", "1m", T0, T0 + 60 * 10**9, "ug/m3", 9.0), hourly("no2", "air-1", "ug/m3", 3)]
     entries = journal_entries(tmp_path, points)
     all_of_them = mapper().entities(entries)
     assert sorted(e["id"].rsplit(":", 1)[1] for e, _ in all_of_them) == ["1h", "1m"]  # nowcast has no mapping
@@ -221,7 +161,7 @@ def test_selection_and_unmapped_series(tmp_path: Path) -> None:
 
 
 def test_configured_context_and_prefix(tmp_path: Path) -> None:
-    entries = journal_entries(tmp_path, [_hour("pm2_5", "air/1 north", "ug/m3", 12.0)])
+    entries = journal_entries(tmp_path, [hourly("pm2_5", "air/1 north", "ug/m3", 12.0)])
     built = mapper(entity_prefix="urn:ngsi-ld:city:", context=["https://ctx.example/all.jsonld"]).entities(entries)
     entity = built[0][0]
     assert entity["id"] == "urn:ngsi-ld:city:AirQualityObserved:kit-7:air%2F1%20north:1h"
@@ -246,9 +186,9 @@ def test_the_documented_example_is_what_the_sink_sends(tmp_path: Path) -> None:
 
 def test_values_json_cannot_carry_are_left_out_and_counted(tmp_path: Path) -> None:
     # The journal stores infinities in `value`; a NaN or infinity among the fields comes back as null.
-    points = [_hour("pm2_5", "air-1", "ug/m3", float("inf")), _hour("pm10", "air-1", "ug/m3", 9.0),
-              _hour("caqi", "air-1", "index", float("-inf"), tags={"band": "very low"}),
-              _hour("water_volume", "water-1", "m3", 0.5, {"last": float("inf")})]
+    points = [hourly("pm2_5", "air-1", "ug/m3", float("inf")), hourly("pm10", "air-1", "ug/m3", 9.0),
+              hourly("caqi", "air-1", "index", float("-inf"), tags={"band": "very low"}),
+              hourly("water_volume", "water-1", "m3", 0.5, {"last": float("inf")})]
     m = mapper()
     built = [e for e, _seqs in m.entities(journal_entries(tmp_path, points))]
     air = by_id(built, "AirQualityObserved")

@@ -16,8 +16,8 @@ import pytest
 from gateway.sinks.base import Action, SinkError
 from gateway.sinks.ngsi_ld import UPSERT_PATH, NgsiLdSink
 from gateway.sinks.ngsi_ld_mapping import EntityMapper
+from tests.feeds.ngsi_ld_samples import PLACES, journal_entries, sample_points
 from tests.feeds.prism import Prism
-from tests.feeds.test_ngsi_ld import PLACES, journal_entries, sample_points
 
 
 @pytest.fixture(scope="module")

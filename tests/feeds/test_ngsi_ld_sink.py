@@ -17,7 +17,7 @@ from gateway.sinks.base import Action, Delivery, SinkError
 from gateway.sinks.ngsi_ld import NgsiLdSink, build_ngsi_ld_sinks
 from gateway.sinks.ngsi_ld_mapping import EntityMapper
 from tests.feeds.ngsi_ld_broker import CapturingBroker
-from tests.feeds.test_ngsi_ld import PLACES, T0, journal_entries
+from tests.feeds.ngsi_ld_samples import PLACES, T0, journal_entries
 from tests.tls import TlsFiles
 
 H = 3_600_000_000_000
