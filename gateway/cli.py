@@ -379,7 +379,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_simulators(args: argparse.Namespace) -> int:
     """Start a simulator for every device and route of a kit file; write a config pointing at them."""
     from gateway.settings import ConfigError
-    from simulators.kit import SimulatedKit
+    from gateway.simulated_kit import simulated_kit
 
     _setup_logging("warning")
     broker: tuple[str, int] | None = None
@@ -400,7 +400,7 @@ def cmd_simulators(args: argparse.Namespace) -> int:
             return 2
         broker = (host, int(port_text))
     try:
-        kit = SimulatedKit(args.kit, broker=broker, seed=args.seed).start()
+        kit = simulated_kit(args.kit, broker=broker, seed=args.seed).start()
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         if embedded is not None:

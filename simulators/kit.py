@@ -1,8 +1,10 @@
-"""A whole kit of simulators started from a citygw config file: one simulator per device, one publisher per route.
+"""A whole kit of simulators started from a citygw config: one simulator per device, one publisher per route.
 
-`SimulatedKit(config)` reads a config (a TOML path or a `Settings`), starts
+`SimulatedKit(config)` takes a validated config as plain data (`simulators.kit_config.KitConfig`; the gateway's
+`gateway.simulated_kit.kit_config` builds it from a TOML path or a `Settings`), starts
 
-- a serial simulator on a pty for every serial `[[devices]]` entry (the kind's class in `SIMULATORS`),
+- a serial simulator on a pty for every serial `[[devices]]` entry (the kind's class in
+  `simulators.registry.SIMULATORS`),
 - ONE `simulators.modbus.ModbusSimulator` per Modbus `port`, serving every slave configured on that port at
   its configured `address` (multi-drop, exactly as configured),
 - a publisher thread per `[[mqtt.routes]]` entry, publishing `simulators.mqtt_publishers` payloads of the
@@ -10,7 +12,7 @@
   route's `device_id` template reads,
 
 and rewrites the config so every device's `port` points to its simulator (and `[mqtt]` to the broker the
-publishers use). `settings` is the rewritten `Settings`, `toml()` the rewritten file text; run the gateway on
+publishers use). `config_dict()` is the rewritten config, `toml()` the rewritten file text; run the gateway on
 it (`citygw run --config OUT`) and it reads every simulated device through the real pyserial / pymodbus /
 MQTT path. Signals are seeded per device id, so a kit replays the same values for the same seed.
 
@@ -18,9 +20,9 @@ Streaming serial simulators send one frame per device `poll_interval` (their rea
 sensor; a short interval keeps demos and tests quick). MQTT routes publish every `mqtt_period_s`.
 
 Each simulated device reports what it sent, in vocabulary terms: `SimulatedDevice.sent(quantity)` lists the
-values of the recent frames, replies or messages (bounded), `quantities()` what it emits. A new serial kind
-adds one line to `SIMULATORS`; a new Modbus kind or MQTT format adds one line there and its support in
-`simulators.modbus` / `simulators.mqtt_publishers`.
+values of the recent frames, replies or messages (bounded), `quantities()` what it emits. A new simulated
+kind is its simulator module (a serial simulator, or a Modbus signal model) plus one line in
+`simulators.registry`; a new MQTT format adds its payload to `simulators.mqtt_publishers` and one line there.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ import os
 import re
 import threading
 import time
-import tomllib
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,77 +41,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
+import tomli_w
 
 from devices import line_protocol
 from devices.kind import DeviceKind
 from devices.modbus_common import Field
 from devices.registry import get_kind
 from devices.vocabulary import QUANTITIES
-from gateway.settings import DeviceConfig, MqttRoute, Settings, load_settings, read_secret
-from simulators.bswa_slm import BswaSlmSimulator
 from simulators.faults import SerialSimulator
-from simulators.mhz19b import Mhz19bSimulator
-from simulators.modbus import ModbusSimulator, SimSlave, kind_fields
+from simulators.kit_config import KitConfig, KitDevice, KitRoute
+from simulators.modbus import ModbusSimulator, SimSlave
 from simulators.mqtt_publishers import MqttPublisher, make_payload
-from simulators.pms5003 import Pms5003Simulator, Pms5003tSimulator
-from simulators.sds011 import Sds011Simulator
-from simulators.wmbus_water import WmbusWaterSimulator
+from simulators.registry import SIMULATORS, ModbusSim, SerialSim
 
-__all__ = [
-    "MODBUS", "MQTT", "SIMULATORS", "SerialSim", "SimulatedDevice", "SimulatedKit", "payload_values", "plan_route",
-    "to_toml",
-]
+__all__ = ["SimulatedDevice", "SimulatedKit", "payload_values", "plan_route", "to_toml"]
 
 HISTORY = 512  # values remembered per simulated device (bounded)
-
-
-@dataclass(frozen=True, slots=True)
-class SerialSim:
-    """How to simulate a serial kind: its simulator class and the constructor arguments read from the config."""
-
-    cls: type[SerialSimulator]
-    kwargs: Callable[[DeviceConfig], dict[str, Any]] = lambda d: {}
-
-
-MODBUS: Literal["modbus"] = "modbus"
-MQTT: Literal["mqtt"] = "mqtt"
-
-
-def _bswa_kwargs(d: DeviceConfig) -> dict[str, Any]:
-    # The gateway polls `options.address`, else `address` (gateway.app): the meter must answer to the same.
-    address = d.options.get("address", d.address if "address" in d.model_fields_set else 1)
-    return {"address": int(address)}
-
-
-def _wmbus_kwargs(d: DeviceConfig) -> dict[str, Any]:
-    meter_ids = d.options.get("meter_ids") or []
-    return {"meter_id": str(meter_ids[0])} if meter_ids else {}
-
-
-# Kind name → simulator. One line per kind: a serial simulator class, or MODBUS / MQTT (served by
-# simulators.modbus and simulators.mqtt_publishers, which know every Modbus kind and MQTT format).
-SIMULATORS: dict[str, SerialSim | Literal["modbus", "mqtt"]] = {
-    "pms5003": SerialSim(Pms5003Simulator),
-    "pms5003t": SerialSim(Pms5003tSimulator),
-    "sds011": SerialSim(Sds011Simulator),
-    "mhz19b": SerialSim(Mhz19bSimulator),
-    "wmbus_water": SerialSim(WmbusWaterSimulator, _wmbus_kwargs),
-    "bswa_slm": SerialSim(BswaSlmSimulator, _bswa_kwargs),
-    "sdm120": MODBUS,
-    "sdm630": MODBUS,
-    "senseair_s8": MODBUS,
-    "ph_probe": MODBUS,
-    "turbidity_probe": MODBUS,
-    "conductivity_probe": MODBUS,
-    "noise_modbus": MODBUS,
-    "json": MQTT,
-    "ttn_v3": MQTT,
-    "tasmota": MQTT,
-    "zigbee2mqtt": MQTT,
-    "airrohr": MQTT,
-    "telraam": MQTT,
-    "line_protocol": MQTT,
-}
 
 
 def _snapshot(items: collections.deque[dict[str, float]]) -> list[dict[str, float]]:
@@ -321,7 +267,7 @@ class _RoutePlan:
     device_id: str  # the id the gateway's readings carry
 
 
-def plan_route(route: MqttRoute, index: int) -> _RoutePlan:
+def plan_route(route: KitRoute, index: int) -> _RoutePlan:
     """Choose a topic matching the route's filter and the device id the gateway will derive for it."""
     fmt = route.format
     name = f"sim-{fmt.replace('_', '-')}-{index + 1}"
@@ -364,7 +310,7 @@ def plan_route(route: MqttRoute, index: int) -> _RoutePlan:
 class _RoutePublisher:
     """Publishes one route's simulated device every `period_s` (QoS 1) and remembers what it sent."""
 
-    def __init__(self, route: MqttRoute, plan: _RoutePlan, host: str, port: int, seed: int, period_s: float,
+    def __init__(self, route: KitRoute, plan: _RoutePlan, host: str, port: int, seed: int, period_s: float,
                  username: str | None, password: str | None) -> None:
         self.route = route
         self.plan = plan
@@ -441,59 +387,20 @@ class _RoutePublisher:
 # ------------------------------------------------------------------------------------------ TOML output
 
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _key(k: str) -> str:
-    return k if _BARE_KEY.match(k) else json.dumps(k, ensure_ascii=False)
-
-
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)  # JSON string escapes are valid TOML basic-string escapes
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    if isinstance(v, Mapping):
-        return "{ " + ", ".join(f"{_key(str(k))} = {_value(x)}" for k, x in v.items() if x is not None) + " }"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def _is_table_list(v: Any) -> bool:
-    return isinstance(v, list) and bool(v) and all(isinstance(x, Mapping) for x in v)
-
-
-def _emit(lines: list[str], path: tuple[str, ...], table: Mapping[str, Any]) -> None:
-    # Tables and arrays of tables down to the second level ([mqtt.feed], [[mqtt.routes]]); inline below.
-    nested = len(path) < 2
-    subs = []
-    for k, v in table.items():
-        if v is None:
-            continue
-        if nested and (isinstance(v, Mapping) or _is_table_list(v)):
-            subs.append((k, v))
-        else:
-            lines.append(f"{_key(k)} = {_value(v)}")
-    for k, v in subs:
-        sub_path = (*path, k)
-        name = ".".join(_key(p) for p in sub_path)
-        if isinstance(v, Mapping):
-            lines.extend(["", f"[{name}]"])
-            _emit(lines, sub_path, v)
-        else:
-            for item in v:
-                lines.extend(["", f"[[{name}]]"])
-                _emit(lines, (*sub_path, "[]"), item)  # entries of an array of tables: inline tables inside
+def _without_none(value: Any) -> Any:
+    """The value with every None entry of its tables left out (TOML has no null)."""
+    if isinstance(value, Mapping):
+        return {str(k): _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_without_none(v) for v in value]
+    return value
 
 
 def to_toml(data: Mapping[str, Any], header: str = "") -> str:
     """Write a config dict (plain values, tables, arrays of tables) as TOML that tomllib reads back equal."""
-    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
-    _emit(lines, (), data)
-    return "\n".join(lines).lstrip("\n") + "\n"
+    comment = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
+    body = tomli_w.dumps(_without_none(data))
+    return f"{comment}\n{body}" if comment else body
 
 
 # ------------------------------------------------------------------------------------------ the kit
@@ -504,37 +411,30 @@ class SimulatedKit:
 
     def __init__(
         self,
-        config: str | os.PathLike[str] | Settings,
+        config: KitConfig,
         broker: tuple[str, int] | None = None,
         seed: int = 1,
         *,
         mqtt_period_s: float = 1.0,
         modbus_transport: Literal["pty", "tcp"] = "pty",
     ) -> None:
-        if isinstance(config, Settings):
-            self.source = "<settings>"
-            self._data: dict[str, Any] = config.model_dump(mode="json", exclude_unset=True, exclude_none=True)
-            settings = config
-        else:
-            self.source = os.fspath(config)
-            settings = load_settings(config)  # ConfigError with every problem, as `citygw check-config`
-            self._data = tomllib.loads(Path(config).read_text(encoding="utf-8"))
-        self.original = settings
+        self.config = config
+        self.source = config.source
+        self._data = config.data
         self.seed = seed
         self.broker = broker
         self.mqtt_period_s = mqtt_period_s
         self.modbus_transport = modbus_transport
-        missing = sorted({d.kind for d in settings.devices} - set(SIMULATORS)
-                         | {r.format for r in settings.mqtt.routes} - set(SIMULATORS))
+        missing = sorted({d.kind for d in config.devices} - set(SIMULATORS)
+                         | {r.format for r in config.routes} - set(SIMULATORS))
         if missing:
-            raise ValueError(f"no simulator for kind(s) {', '.join(missing)}: add them to simulators.kit.SIMULATORS")
+            raise ValueError(f"no simulator for kind(s) {', '.join(missing)}: add them to simulators.registry")
         self.devices: dict[str, SimulatedDevice] = {}
         self.serial: dict[str, SerialSimulator] = {}
         self.modbus: dict[str, ModbusSimulator] = {}  # by the port written in the original config
         self._publishers: list[_RoutePublisher] = []
         self._started = False
         self._stopped = False
-        self.settings = settings
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -550,7 +450,6 @@ class SimulatedKit:
         except BaseException:
             self.stop()
             raise
-        self.settings = Settings.model_validate(self.config_dict())
         return self
 
     def stop(self) -> None:
@@ -577,7 +476,7 @@ class SimulatedKit:
     # -- starting ---------------------------------------------------------------------------------------------
 
     def _start_serial(self) -> None:
-        for d in self.original.devices:
+        for d in self.config.devices:
             spec = SIMULATORS[d.kind]
             if not isinstance(spec, SerialSim):
                 continue
@@ -590,16 +489,18 @@ class SimulatedKit:
             self.devices[d.id] = SimulatedDevice(d.id, d.kind, "serial", sim.stable_port, _history=history)
 
     def _start_modbus(self) -> None:
-        by_port: dict[str, list[DeviceConfig]] = {}
-        for d in self.original.devices:
-            if SIMULATORS[d.kind] == MODBUS:
+        by_port: dict[str, list[KitDevice]] = {}
+        for d in self.config.devices:
+            if isinstance(SIMULATORS[d.kind], ModbusSim):
                 by_port.setdefault(d.port, []).append(d)
         for port, devices in by_port.items():
             slaves = [SimSlave(d.address, d.kind, dict(d.options), seed=_seed(self.seed, d.id)) for d in devices]
             bus = ModbusSimulator(slaves, baudrate=devices[0].baudrate, transport=self.modbus_transport)
             self.modbus[port] = bus
             for d in devices:
-                fields = kind_fields(d.kind, d.options)
+                sim = SIMULATORS[d.kind]
+                assert isinstance(sim, ModbusSim)
+                fields = sim.fields(d.options)
                 names = {f.name: f.quantity for f in fields}
 
                 def history(bus: ModbusSimulator = bus, a: int = d.address,
@@ -614,18 +515,17 @@ class SimulatedKit:
                 )
 
     def _start_mqtt(self) -> None:
-        routes = self.original.mqtt.routes
+        routes = self.config.routes
         if not routes:
             return
-        m = self.original.mqtt
+        m = self.config.mqtt
         host, port = self.broker if self.broker is not None else (m.host, m.port)
         if not host:
             raise ValueError("the kit has MQTT routes but no broker: give broker=(host, port) or set mqtt.host")
-        password = read_secret(m.password_env, m.password_file, "mqtt.password") if m.username else None
         for i, route in enumerate(routes):
             plan = plan_route(route, i)
             pub = _RoutePublisher(route, plan, host, port, _seed(self.seed, "route", i, route.topic),
-                                  self.mqtt_period_s, m.username or None, password)
+                                  self.mqtt_period_s, m.username, m.password)
             if plan.device_id in self.devices:
                 raise ValueError(f"route {route.topic!r} would publish as {plan.device_id!r}, which is already a "
                                  "device of the kit: give the route another device_id")
@@ -644,7 +544,7 @@ class SimulatedKit:
             sim = self.devices.get(d.get("id", ""))
             if sim is not None:
                 d["port"] = sim.port
-        if self.broker is not None and self.original.mqtt.routes:
+        if self.broker is not None and self.config.routes:
             mqtt = data.setdefault("mqtt", {})
             mqtt["host"], mqtt["port"] = self.broker
         return data
@@ -672,7 +572,7 @@ class SimulatedKit:
             where = {"serial": "pty", "modbus": "Modbus RTU", "mqtt": "MQTT topic"}[dev.link]
             extra = ""
             if dev.link == "modbus":
-                address = next(d.address for d in self.original.devices if d.id == dev.device_id)
+                address = next(d.address for d in self.config.devices if d.id == dev.device_id)
                 extra = f" (slave {address})"
             lines.append(f"{dev.device_id:<24} {dev.kind:<20} {where} {dev.port}{extra}")
         return lines

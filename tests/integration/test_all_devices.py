@@ -16,7 +16,9 @@ from pathlib import Path
 from devices.registry import KINDS
 from devices.vocabulary import QUANTITIES
 from gateway.settings import Settings, load_settings
-from simulators.kit import MODBUS, MQTT, SIMULATORS, SerialSim, SimulatedDevice, SimulatedKit, to_toml
+from gateway.simulated_kit import simulated_kit
+from simulators.kit import SimulatedDevice, to_toml
+from simulators.registry import SIMULATORS, ModbusSim, MqttSim, SerialSim
 from tests.integration.helpers import REPO, GatewayProcess, wait_for
 from tests.servers import InfluxV1, Mosquitto
 
@@ -50,8 +52,10 @@ def test_simulated_city_covers_every_kind() -> None:
     assert set(SIMULATORS) == set(KINDS)
     serial = {k for k, v in SIMULATORS.items() if isinstance(v, SerialSim)}
     assert serial == {k for k, v in KINDS.items() if v.link == "serial"}
-    assert {k for k, v in SIMULATORS.items() if v == MODBUS} == {k for k, v in KINDS.items() if v.link == "modbus"}
-    assert {k for k, v in SIMULATORS.items() if v == MQTT} == {k for k, v in KINDS.items() if v.link == "mqtt"}
+    modbus = {k for k, v in SIMULATORS.items() if isinstance(v, ModbusSim)}
+    assert modbus == {k for k, v in KINDS.items() if v.link == "modbus"}
+    mqtt = {k for k, v in SIMULATORS.items() if isinstance(v, MqttSim)}
+    assert mqtt == {k for k, v in KINDS.items() if v.link == "mqtt"}
     # Multi-drop: at least one port carries several Modbus slaves.
     ports = [d.port for d in settings.devices if KINDS[d.kind].link == "modbus"]
     assert max(ports.count(p) for p in ports) >= 3
@@ -66,7 +70,7 @@ def test_every_device_kind_end_to_end(tmp_path: Path, mosquitto: Mosquitto, infl
     data = tomllib.loads(KIT.read_text(encoding="utf-8"))
     data["gateway"].update(id=uid, data_dir=str(tmp_path / "data"))
     data["influx"] = [{"api": "v1", "url": influx_v1.url, "database": uid, "flush_interval": "200ms"}]
-    with SimulatedKit(Settings.model_validate(data), broker=("127.0.0.1", mosquitto.port), seed=7) as kit:
+    with simulated_kit(Settings.model_validate(data), broker=("127.0.0.1", mosquitto.port), seed=7) as kit:
         config = kit.write_config(tmp_path / "kit.toml")
         assert load_settings(config).mqtt.port == mosquitto.port
         for d in load_settings(config).devices:  # every port is the simulator's, none is left a placeholder
