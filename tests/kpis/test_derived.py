@@ -1,4 +1,4 @@
-"""Derived KPI series (aggregators/derived.py): synthetic window points in, indicator points out.
+"""Derived KPI series (aggregators/derived/): synthetic window points in, indicator points out.
 
 Expected values come from the references' worked examples (docs/kpis.md, shared reference kpis.md) or are
 computed here by hand with plain arithmetic; the aggregators functions are used only where the test says so.
@@ -17,7 +17,15 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from aggregators.derived import HISTORY_HOURS, SERIES, DerivedKpis, KpiOptions
+from aggregators.derived import (
+    GROUPS,
+    HISTORY_HOURS,
+    INDICATOR_GROUPS,
+    SERIES,
+    STATE_VERSION,
+    DerivedKpis,
+    KpiOptions,
+)
 from aggregators.kpi import KpiPoint
 from aggregators.u4ssc import INDICATORS
 
@@ -542,13 +550,61 @@ def test_state_round_trip_mid_day_equals_uninterrupted() -> None:
         assert got == expected, cut
 
 
+V1_STATE = Path(__file__).parent / "data" / "derived_state_v1.json"
+V1_CUT = 33  # batches the version-1 code had been fed when it saved V1_STATE
+
+
+def test_restores_the_state_the_v1_code_saved() -> None:
+    # V1_STATE: `state()` of the single-class code (git show fd64535:aggregators/derived.py) after
+    # synthetic_stream(3, seed=11)[:V1_CUT] with KpiOptions(population=50) in Madrid: all groups' records at the
+    # top level. Restored, it must carry on exactly like an uninterrupted run of this code.
+    options = KpiOptions(population=50)
+    batches = synthetic_stream(3, seed=11)
+    straight = DerivedKpis(options, TZ)
+    for b in batches[:V1_CUT]:
+        straight.feed(b)
+    restored = DerivedKpis(options, TZ)
+    restored.restore(orjson.loads(V1_STATE.read_bytes()))
+    assert restored.state() == straight.state()
+    expected = [p for b in batches[V1_CUT:] for p in straight.feed(b)]
+    got = [p for b in batches[V1_CUT:] for p in restored.feed(b)]
+    assert got == expected
+    assert {p.name for p in got} >= {"lden", "o3_8h_max", "water_consumption_per_capita", "peak_demand",
+                                     "energy_consumption_per_capita", "traffic_class_share", "eaqi"}
+
+
+def test_state_is_versioned_per_group() -> None:
+    options = KpiOptions(population=50)
+    batches = synthetic_stream(2, seed=2)
+    d = DerivedKpis(options, TZ)
+    for b in batches[:30]:
+        d.feed(b)
+    state = orjson.loads(orjson.dumps(d.state()))
+    assert state["version"] == STATE_VERSION and set(state["groups"]) == set(GROUPS)
+    assert all(g["version"] == 1 for g in state["groups"].values())
+    state["groups"]["noise"]["version"] = 99  # a newer format of one group: that group starts afresh
+    restored = DerivedKpis(options, TZ)
+    restored.restore(state)
+    again = restored.state()
+    assert again["groups"]["noise"]["hourly"] == [] and again["groups"]["air"] == state["groups"]["air"]
+    restored.restore({"version": 99})  # an unknown facade version is ignored
+    assert restored.state() == again
+
+
+def test_every_indicator_switches_one_registered_group() -> None:
+    owners = [name for name, cls in GROUPS.items() for _ in cls.indicators]
+    assert sorted(i for cls in GROUPS.values() for i in cls.indicators) == sorted(INDICATOR_GROUPS)
+    assert len(owners) == len(INDICATOR_GROUPS)
+    assert sum(len(cls.SERIES) for cls in GROUPS.values()) == len(SERIES)  # no series emitted by two groups
+
+
 def test_memory_is_bounded_to_48_hours_per_series() -> None:
     d = DerivedKpis(KpiOptions(), TZ)
     for batch in synthetic_stream(5, seed=3):
         d.feed(batch)
-    state = d.state()
-    assert all(len(recs) <= HISTORY_HOURS for _d, _q, _u, recs in state["hourly"])
-    assert all(len(recs) <= 100 for _d, _q, recs in state["quarters"])  # at most one (25-h) day of bins
+    groups = d.state()["groups"]
+    assert all(len(recs) <= HISTORY_HOURS for g in groups.values() for _d, _q, recs in g["hourly"])
+    assert all(len(recs) <= 100 for g in groups.values() for _d, _q, recs in g["quarters"])  # one (25-h) day
 
 
 def test_indicator_switches() -> None:
