@@ -16,7 +16,7 @@ from devices import json_mapping
 from devices.registry import get_kind
 from ingest.mqtt_client import MqttOptions
 from ingest.mqtt_source import MqttSource, Route
-from tests.ingest.test_mqtt_bulk_broker import BASE, Collector, wait_for
+from tests.ingest.bulk_support import BASE, Collector, wait_for
 from tests.servers import Mosquitto
 
 RELIABILITY = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"

@@ -17,7 +17,7 @@ from devices.registry import get_kind
 from ingest.mqtt_bulk import BulkMqttSource
 from ingest.mqtt_client import MqttOptions
 from ingest.mqtt_source import Route
-from tests.ingest.test_mqtt_bulk_broker import BASE, Collector, messages, source, wait_for
+from tests.ingest.bulk_support import BASE, Collector, messages, source, wait_for
 from tests.integration.helpers import publish_all
 from tests.servers import MQTT_PASSWORD, MQTT_USER, Mosquitto
 

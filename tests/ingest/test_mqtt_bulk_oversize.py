@@ -13,7 +13,7 @@ import pytest
 
 from gateway.settings import ConfigError, load_settings
 from ingest.mqtt_bulk import MAX_PACKET
-from tests.ingest.test_mqtt_bulk_broker import Collector, messages, source, wait_for
+from tests.ingest.bulk_support import Collector, messages, source, wait_for
 from tests.servers import Mosquitto
 
 BIG = 17 * 1024 * 1024  # payload bytes: over the 16 MiB limit, under Mosquitto's default (no limit)

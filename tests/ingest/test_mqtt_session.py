@@ -18,7 +18,7 @@ from devices.registry import get_kind
 from ingest.mqtt_bulk import BulkMqttSource
 from ingest.mqtt_client import MqttOptions
 from ingest.mqtt_source import MqttSource, Route
-from tests.ingest.test_mqtt_bulk_broker import Collector, messages, wait_for
+from tests.ingest.bulk_support import Collector, messages, wait_for
 from tests.servers import Mosquitto
 
 INPUTS = ["paho", "bulk"]
