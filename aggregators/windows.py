@@ -87,7 +87,7 @@ class _Bucket:
 
 
 SeriesKey = tuple[str, str, str]  # device_id, quantity, unit
-BucketKey = tuple[SeriesKey, WindowSpec, int]  # series, window size, window start
+BucketKey = tuple[SeriesKey, int, int]  # series, window size (its index in the engine's specs), window start
 
 
 class _Source:
@@ -151,47 +151,64 @@ class WindowEngine:
 
         `received_ns` (the wall-clock receipt time) teaches the source's usual pause; a replay passes None.
         """
-        device = reading.device_id
-        src = self._sources.get(device)
-        if src is None:
-            src = self._sources[device] = _Source(self._floor)
-        ts = reading.ts
-        if received_ns is not None and received_ns != src.received:  # the first reading of a new batch
-            if src.interval == _NO_BATCH:
-                src.interval, src.first = _ONE_BATCH, ts
+        return self.add_many((reading,), received_ns) == 0
+
+    def add_many(self, readings: Iterable[Reading], received_ns: int | None = None) -> int:
+        """Fold a batch of readings (as `add`, one after the other); returns how many were late for every window."""
+        sources = self._sources
+        buckets = self._open
+        # (index, size, calendar day, label) of each window size: bucket keys hold the index, not the
+        # WindowSpec, whose dataclass __hash__ (Python code) cost more than the rest of a lookup.
+        specs = [(i, spec.size_ns, spec.calendar_day, spec.label) for i, spec in enumerate(self.specs)]
+        late = 0
+        for reading in readings:
+            device = reading.device_id
+            src = sources.get(device)
+            if src is None:
+                src = sources[device] = _Source(self._floor)
+            ts = reading.ts
+            if received_ns is not None and received_ns != src.received:  # the first reading of a new batch
+                if src.interval == _NO_BATCH:
+                    src.interval, src.first = _ONE_BATCH, ts
+                else:
+                    src.interval = received_ns - src.received  # the pause before this batch
+                src.received = received_ns
+            if src.interval == _ONE_BATCH and ts < src.first:
+                src.first = ts
+            if ts > src.max_event:
+                src.max_event = ts
+            key = (device, reading.quantity, reading.unit)
+            horizon = src.horizon
+            taken = False
+            for index, size, calendar_day, label in specs:
+                if calendar_day:
+                    start, end = self.window_of(self.specs[index], ts)
+                else:
+                    start = ts - ts % size
+                    end = start + size
+                if end <= horizon:
+                    self._count_late(device, label, ts, horizon)
+                    continue
+                bucket_key = (key, index, start)
+                bucket = buckets.get(bucket_key)
+                if bucket is None:
+                    bucket = buckets[bucket_key] = _Bucket(end)
+                    due = src.by_end.get(end)
+                    if due is None:
+                        due = src.by_end[end] = []
+                        heapq.heappush(src.ends, end)
+                    due.append(bucket_key)  # the same tuple object as the dict key: no second copy
+                pairs = bucket.pairs
+                pairs.append(ts - start)
+                pairs.append(reading.value)
+                taken = True
+            if taken:
+                if reading.tags:
+                    self._tags[key] = dict(reading.tags)
             else:
-                src.interval = received_ns - src.received  # the pause before this batch
-            src.received = received_ns
-        if src.interval == _ONE_BATCH and ts < src.first:
-            src.first = ts
-        if ts > src.max_event:
-            src.max_event = ts
-        key = (device, reading.quantity, reading.unit)
-        horizon = src.horizon
-        taken = False
-        for spec in self.specs:
-            start, end = self.window_of(spec, ts)
-            if end <= horizon:
-                self._count_late(device, spec.label, ts, horizon)
-                continue
-            bucket_key = (key, spec, start)
-            bucket = self._open.get(bucket_key)
-            if bucket is None:
-                bucket = self._open[bucket_key] = _Bucket(end)
-                due = src.by_end.get(end)
-                if due is None:
-                    due = src.by_end[end] = []
-                    heapq.heappush(src.ends, end)
-                due.append(bucket_key)  # the same tuple object as the dict key: no second copy
-            bucket.pairs.append(ts - start)
-            bucket.pairs.append(reading.value)
-            taken = True
-        if taken:
-            if reading.tags:
-                self._tags[key] = dict(reading.tags)
-        else:
-            self.late += 1
-        return taken
+                self.late += 1
+                late += 1
+        return late
 
     def _count_late(self, device: str, label: str, ts: int, horizon: int) -> None:
         self.late_by_window[label] += 1
@@ -296,7 +313,8 @@ class WindowEngine:
             due.extend(src.by_end.pop(heapq.heappop(ends)))
 
     def _close_all(self, due: list[BucketKey]) -> list[KpiPoint]:
-        due.sort(key=lambda k: (k[2], k[1].size_ns, k[0]))
+        specs = self.specs
+        due.sort(key=lambda k: (k[2], specs[k[1]].size_ns, k[0]))
         return [self._close(k) for k in due]
 
     def open_since(self) -> int:
@@ -340,7 +358,8 @@ class WindowEngine:
         return {device: src.horizon for device, src in self._sources.items()}
 
     def _close(self, k: BucketKey) -> KpiPoint:
-        key, spec, start = k
+        key, index, start = k
+        spec = self.specs[index]
         bucket = self._open.pop(k)
         end = bucket.end
         device_id, quantity, unit = key

@@ -391,23 +391,24 @@ class Journal:
         # A row holds at least one entry, so `limit` rows hold at least `limit` entries.
         sql = (f"SELECT {PACK_COLUMNS} FROM entries WHERE seq > ?" + (" AND kind = ?" if kind is not None else "")
                + " ORDER BY seq LIMIT ?")
-        with self._lock:
-            rows = self._db.execute(sql, (seq, kind, limit) if kind is not None else (seq, limit)).fetchall()
         loads = orjson.loads
         make = Entry._make  # a reading's row (no extra) becomes its Entry as is: half the cost per row
         out: list[Entry] = []
-        for r in rows:
-            if r[11] is not None:
-                first = r[0] - r[10] + 1
-                entries = _pack_rows(r[0], r[10], r[11])
-                out.extend(map(_new_entry, islice(entries, seq - first + 1, None) if first <= seq else entries))
-            elif r[9] is None:
-                out.append(make(r[:10]))
-            else:
-                out.append(Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], loads(r[9])))
-            if len(out) >= limit:
-                del out[limit:]
-                break
+        with self._lock:
+            # Rows one at a time (the cursor steps through them): `limit` rows may hold far more than `limit`
+            # entries, so reading stops as soon as there are enough.
+            for r in self._db.execute(sql, (seq, kind, limit) if kind is not None else (seq, limit)):
+                if r[11] is not None:
+                    first = r[0] - r[10] + 1
+                    entries = _pack_rows(r[0], r[10], r[11])
+                    out.extend(map(_new_entry, islice(entries, seq - first + 1, None) if first <= seq else entries))
+                elif r[9] is None:
+                    out.append(make(r[:10]))
+                else:
+                    out.append(Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], loads(r[9])))
+                if len(out) >= limit:
+                    del out[limit:]
+                    break
         return out
 
     def last_seq(self) -> int:

@@ -10,8 +10,10 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -32,6 +34,7 @@ from ingest.validate import Validator
 __all__ = ["Pipeline"]
 
 log = logging.getLogger("citygw.pipeline")
+_device_of = attrgetter("device_id")
 
 
 class Pipeline:
@@ -242,17 +245,13 @@ class Pipeline:
         self._last_data_ns = now
         late_before = self.engine.late
         late_windows = dict(self.engine.late_by_window)
-        add = self.engine.add
-        per_device: dict[str, int] = {}
+        self.engine.add_many(good, now)
+        per_device = Counter(map(_device_of, good))  # counted in C
         newest: dict[str, int] = {}
         for r in good:
-            add(r, now)
-            device = r.device_id
-            per_device[device] = per_device.get(device, 0) + 1
-            if r.ts > newest.get(device, 0):
-                newest[device] = r.ts
-            if r.ts > self._max_event_ns:
-                self._max_event_ns = r.ts
+            if r.ts > newest.get(r.device_id, 0):
+                newest[r.device_id] = r.ts
+        self._max_event_ns = max(self._max_event_ns, *newest.values())
         for device, ts in newest.items():
             self.offsets.observe(device, now - ts)
         self._report_late(late_windows)

@@ -1,7 +1,7 @@
 """Differential test: the bulk input and the paho input turn the same messages into the same outcomes.
 
 30,000 seeded mutations of valid payloads of every MQTT format (the mutation fuzzer of
-tests/reliability/test_malformed_mqtt.py), delivered to `MqttSource._on_message` one by one and to
+tests/reliability/mutations.py), delivered to `MqttSource._on_message` one by one and to
 `BulkMqttSource._handle` in reads of 1 to 60 messages: the same readings (every field), the same rejections
 (device and reason, in order), and the same messages acknowledged, each once.
 """
@@ -21,7 +21,7 @@ from ingest.mqtt_bulk import BulkMqttSource
 from ingest.mqtt_client import MqttOptions
 from ingest.mqtt_source import MqttSource, Route
 from simulators.mqtt_publishers import make_payload
-from tests.reliability.test_malformed_mqtt import FORMATS, TS, _mutate
+from tests.reliability.mutations import FORMATS, TS, mutate
 
 CASES = 30_000
 
@@ -78,7 +78,7 @@ def test_bulk_and_paho_inputs_agree_on_30k_mutated_messages() -> None:
     for mid in range(1, CASES + 1):
         topic, payload = rng.choice(corpus)
         _, other = rng.choice(corpus)
-        messages.append((mid, topic, _mutate(rng, payload, other)))
+        messages.append((mid, topic, mutate(rng, payload, other)))
 
     current = [0]  # the index of the message being delivered: its receipt time is TS + index
 
