@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from gateway.fleet import FleetBook, KitRow, ago, backlog_text, devices_text, kpi_time
+from gateway.fleet_book import FleetBook, KitRow, ago, backlog_text, devices_text, kpi_time
 
 __all__ = ["FleetPageServer", "parse_listen", "render_page"]
 
