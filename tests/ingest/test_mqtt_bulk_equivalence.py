@@ -2,7 +2,7 @@
 
 30,000 seeded mutations of valid payloads of every MQTT format (the mutation fuzzer of
 tests/reliability/mutations.py), delivered to `MqttSource._on_message` one by one and to
-`BulkMqttSource._handle` in reads of 1 to 60 messages: the same readings (every field), the same rejections
+`BulkMqttSource.inbound.handle` in reads of 1 to 60 messages: the same readings (every field), the same rejections
 (device and reason, in order), and the same messages acknowledged, each once.
 """
 
@@ -98,16 +98,17 @@ def test_bulk_and_paho_inputs_agree_on_30k_mutated_messages() -> None:
     bulk_log = Log()
     bulk = BulkMqttSource(bulk_log, MqttOptions(host="127.0.0.1", client_id="diff-bulk"), _routes(),
                           clock_ns=lambda: TS + first[0], batch_messages=25)
-    bulk.connected = True
+    bulk.acks.connected = True
     try:
         pos = 0
         while pos < CASES:
             size = rng.randint(1, 60)
             first[0] = pos  # a read's receipt times start at its first message's index, 1 ns apart
-            bulk._last_ns = 0
-            bulk._handle([(1, mid, topic.encode(), payload, False) for mid, topic, payload in messages[pos:pos + size]])
+            bulk.inbound.last_ns = 0
+            bulk.inbound.handle([(1, mid, topic.encode(), payload, False)
+                                 for mid, topic, payload in messages[pos:pos + size]])
             pos += size
-        outbox = bytes(bulk._outbox)
+        outbox = bytes(bulk.acks.outbox)
     finally:
         bulk.stop()
 

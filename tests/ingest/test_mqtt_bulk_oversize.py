@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from gateway.settings import ConfigError, load_settings
-from ingest.mqtt_bulk import MAX_PACKET
+from ingest.mqtt_codec import MAX_PACKET
 from tests.ingest.bulk_support import Collector, messages, source, wait_for
 from tests.servers import Mosquitto
 

@@ -18,11 +18,12 @@ from hypothesis import strategies as st
 from devices import json_mapping
 from devices.reading import Reading
 from devices.registry import get_kind
-from ingest.mqtt_bulk import (
+from ingest.mqtt_bulk import BulkMqttSource
+from ingest.mqtt_client import MqttOptions
+from ingest.mqtt_codec import (
     CONNACK,
     PINGRESP,
     SUBACK,
-    BulkMqttSource,
     Control,
     ProtocolError,
     Publish,
@@ -33,8 +34,7 @@ from ingest.mqtt_bulk import (
     puback_packets,
     subscribe_packet,
 )
-from ingest.mqtt_client import MqttOptions
-from ingest.mqtt_source import Route
+from ingest.routes import Route
 
 TS = 1_767_225_600_000_000_000
 
@@ -280,7 +280,7 @@ def _source(batch: int = 1000) -> tuple[BulkMqttSource, Recorder]:
               Route("$share/g/tas/+/SENSOR", get_kind("tasmota"), device_id="{1}")]
     src = BulkMqttSource(rec, MqttOptions(host="127.0.0.1", client_id="unit"), routes, clock_ns=lambda: TS,
                          batch_messages=batch)
-    src.connected = True
+    src.acks.connected = True
     return src, rec
 
 
@@ -291,7 +291,7 @@ def test_a_read_becomes_one_emitter_call_with_one_ack_and_exact_rejections() -> 
                  False) for i in range(5)]
         bad = [(1, 20, b"bk/x/json", b"{not json", False), (1, 21, b"nowhere/at/all", b"{}", False),
                (0, 0, b"bk/\xff/json", b"{}", False)]
-        src._handle(good[:2] + bad + good[2:])
+        src.inbound.handle(good[:2] + bad + good[2:])
         assert len(rec.calls) == 1
         readings, ack = rec.calls[0]
         assert [(r.device_id, r.value) for r in readings] == [(f"d{i}", float(i)) for i in range(5)]
@@ -302,7 +302,7 @@ def test_a_read_becomes_one_emitter_call_with_one_ack_and_exact_rejections() -> 
         assert src.messages == 8
         ack()
         # One write holding the PUBACKs of every QoS 1 message of the read, the failed ones included.
-        assert bytes(src._outbox) == puback_packets([10, 11, 20, 21, 12, 13, 14])
+        assert bytes(src.acks.outbox) == puback_packets([10, 11, 20, 21, 12, 13, 14])
     finally:
         src.stop()
 
@@ -311,15 +311,15 @@ def test_batches_are_bounded_and_acks_of_an_old_connection_are_dropped() -> None
     src, rec = _source(batch=3)
     try:
         msgs = [(1, i + 1, b"bk/d/json", json_mapping.encode("d", TS + i, {"pm2_5": 1.0}), False) for i in range(7)]
-        src._handle(msgs)
+        src.inbound.handle(msgs)
         assert [len(r) for r, _ in rec.calls] == [3, 3, 1]
         rec.calls[0][1]()
-        assert bytes(src._outbox) == puback_packets([1, 2, 3])
-        src._outbox.clear()
-        src.generation += 1  # a reconnect happened before the other two commits
+        assert bytes(src.acks.outbox) == puback_packets([1, 2, 3])
+        src.acks.outbox.clear()
+        src.acks.generation += 1  # a reconnect happened before the other two commits
         rec.calls[1][1]()
         rec.calls[2][1]()
-        assert bytes(src._outbox) == b"" and src.acks_skipped == 4
+        assert bytes(src.acks.outbox) == b"" and src.acks_skipped == 4
     finally:
         src.stop()
 
@@ -329,14 +329,14 @@ def test_receipt_times_are_distinct_within_and_across_reads() -> None:
     try:
         # Tasmota SENSOR payloads carry no usable event time here (no Time field): receipt time stamps them.
         payload = b'{"SDS0X1": {"PM2.5": 3.1, "PM10": 5.2}}'
-        src._handle([(0, 0, b"tas/t1/SENSOR", payload, False)] * 3)
-        src._handle([(0, 0, b"tas/t1/SENSOR", payload, False)] * 2)
+        src.inbound.handle([(0, 0, b"tas/t1/SENSOR", payload, False)] * 3)
+        src.inbound.handle([(0, 0, b"tas/t1/SENSOR", payload, False)] * 2)
         stamps = [r.ts for readings, _ in rec.calls for r in readings if r.quantity == "pm2_5"]
         assert stamps == [TS, TS + 1, TS + 2, TS + 3, TS + 4]
-        assert src._unacked == 6 + 4  # readings not yet acked (3 + 2 messages of 2 readings each)
+        assert src.acks.unacked == 6 + 4  # readings not yet acked (3 + 2 messages of 2 readings each)
         for _, ack in rec.calls:
             ack()
-        assert src._outbox == b"" and src._unacked == 0  # QoS 0: nothing to acknowledge, only counted
+        assert src.acks.outbox == b"" and src.acks.unacked == 0  # QoS 0: nothing to acknowledge, only counted
     finally:
         src.stop()
 
@@ -350,7 +350,7 @@ def test_a_refused_subscription_is_logged_with_its_topic(caplog: pytest.LogCaptu
     src, _ = _source()
     try:
         with caplog.at_level(logging.INFO, logger="citygw.mqtt"):
-            src._on_suback(b"\x00\x01" + b"\x01\x80")  # section 3.9.3: granted QoS 1, then failure 0x80
+            src.inbound.on_suback(b"\x00\x01" + b"\x01\x80")  # section 3.9.3: granted QoS 1, then failure 0x80
         errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
         assert len(errors) == 1 and "refused the subscription to '$share/g/tas/+/SENSOR'" in errors[0]
     finally:
@@ -362,10 +362,10 @@ def test_a_read_of_many_multi_reading_messages_is_cut_at_2000_readings() -> None
     try:
         values = {q: 1.0 for q in ("pm2_5", "pm10", "pm1_0", "temperature", "no2", "o3", "co2", "pressure")}
         msgs = [(1, i + 1, b"bk/d/json", json_mapping.encode("d", TS + i, values), False) for i in range(600)]
-        src._handle(msgs)  # 600 messages × 8 readings: 4,800 readings in one read
+        src.inbound.handle(msgs)  # 600 messages × 8 readings: 4,800 readings in one read
         assert [len(r) for r, _ in rec.calls] == [2000, 2000, 800]  # 250, 250 and 100 messages
         for _, ack in rec.calls:
             ack()
-        assert bytes(src._outbox) == puback_packets(list(range(1, 601)))
+        assert bytes(src.acks.outbox) == puback_packets(list(range(1, 601)))
     finally:
         src.stop()
