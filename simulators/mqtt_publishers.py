@@ -103,104 +103,136 @@ def _local_iso(ts_ns: int, timezone: str) -> str:
     return local.strftime("%Y-%m-%dT%H:%M:%S")
 
 
+def _build_json(rng: random.Random, air: dict[str, float], ts_ns: int, device: str, timezone: str) -> _Built:
+    """A json message."""
+    values = {q: air[q] for q in ("pm2_5", "pm10", "temperature", "relative_humidity")}
+    doc = orjson.loads(json_mapping.encode(device, ts_ns, values))
+    return _Built(f"sensors/{device}/json", doc, [("values", q) for q in values], [("values",)])
+
+
+def _build_ttn_v3(rng: random.Random, air: dict[str, float], ts_ns: int, device: str, timezone: str) -> _Built:
+    """A ttn_v3 message."""
+    decoded = {
+        "pm25": air["pm2_5"],
+        "pm10": air["pm10"],
+        "temperature": air["temperature"],
+        "humidity": air["relative_humidity"],
+        "noise_laeq": air["noise_laeq"],
+        "battery": float(rng.randint(60, 100)),
+    }
+    payload = ttn_v3.encode(
+        device,
+        ts_ns,
+        decoded,
+        dev_eui=f"70B3D57ED0{chip_id(device):06X}",
+        f_cnt=ts_ns // 60_000_000_000 % 65536,
+        rssi=float(rng.randint(-120, -70)),
+        snr=round(rng.uniform(-10.0, 10.0), 1),
+    )
+    doc = orjson.loads(payload)
+    paths: list[Path] = [("uplink_message", "decoded_payload", k) for k in decoded]
+    topic = f"v3/citygw-sim@ttn/devices/{device}/up"
+    return _Built(topic, doc, paths, [("uplink_message", "decoded_payload")])
+
+
+def _build_tasmota(rng: random.Random, air: dict[str, float], ts_ns: int, device: str, timezone: str) -> _Built:
+    """A tasmota message."""
+    power = round(max(0.0, 60.0 + 900.0 * rush_hour_factor((ts_ns / 3.6e12) % 24) + rng.gauss(0, 20)), 1)
+    voltage = round(rng.gauss(230.0, 1.5), 1)
+    sensors: dict[str, dict[str, Any]] = {
+        "SDS0X1": {"PM2.5": air["pm2_5"], "PM10": air["pm10"]},
+        "BME280": {
+            "Temperature": air["temperature"],
+            "Humidity": air["relative_humidity"],
+            "DewPoint": round(air["temperature"] - 5.0, 1),
+            "Pressure": air["pressure"],
+        },
+        "ENERGY": {
+            "TotalStartTime": "2024-01-01T00:00:00",
+            "Total": round(ts_ns / 3.6e12 * 0.25 % 100000, 3),
+            "Yesterday": 4.2,
+            "Today": 1.1,
+            "Power": power,
+            "Factor": 0.95,
+            "Voltage": voltage,
+            "Current": round(power / voltage / 0.95, 3),
+        },
+    }
+    # Tasmota sends local time without an offset, in the zone it is configured for: the same zone the
+    # route's `timezone` option names, or the gateway would place every reading hours off.
+    doc = orjson.loads(tasmota.encode(sensors, local_time=_local_iso(ts_ns, timezone)))
+    read = ("PM2.5", "PM10", "Temperature", "Humidity", "Pressure", "Total", "Power", "Factor", "Voltage")
+    paths: list[Path] = [(obj, key) for obj, values in sensors.items() for key in values if key in read]
+    return _Built(f"tele/{device}/SENSOR", doc, paths, [(obj,) for obj in sensors])
+
+
+def _build_zigbee2mqtt(rng: random.Random, air: dict[str, float], ts_ns: int, device: str, timezone: str) -> _Built:
+    """A zigbee2mqtt message."""
+    state: dict[str, Any] = {
+        "humidity": air["relative_humidity"],
+        "pm25": round(air["pm2_5"]),
+        "temperature": air["temperature"],
+        "voc_index": rng.randint(40, 180),
+        "linkquality": rng.randint(40, 255),
+        "update": {"state": "idle", "installed_version": 16842803, "latest_version": 16842803},
+    }
+    doc = orjson.loads(zigbee2mqtt.encode(state, last_seen=_iso(ts_ns)))
+    paths: list[Path] = [(k,) for k in ("humidity", "pm25", "temperature", "voc_index")]
+    return _Built(f"zigbee2mqtt/{device}", doc, paths, list(paths))
+
+
+def _build_airrohr(rng: random.Random, air: dict[str, float], ts_ns: int, device: str, timezone: str) -> _Built:
+    """A airrohr message."""
+    values = {
+        "P1": air["pm10"],
+        "P2": air["pm2_5"],
+        "temperature": air["temperature"],
+        "humidity": air["relative_humidity"],
+        "pressure": air["pressure"] * 100.0,  # the firmware sends Pa
+        "noise_LAeq": air["noise_laeq"],
+    }
+    doc = orjson.loads(airrohr.encode(values, chip_id=str(chip_id(device))))
+    paths: list[Path] = [("sensordatavalues", i, "value") for i in range(len(values))]
+    return _Built(f"airrohr/{device}", doc, paths, [("sensordatavalues",)])
+
+
+def _build_telraam(rng: random.Random, air: dict[str, float], ts_ns: int, device: str, timezone: str) -> _Built:
+    """A telraam message."""
+    hour_start = ts_ns // 3_600_000_000_000 * 3_600_000_000_000
+    hour = (hour_start / 1e9 % 86400) / 3600
+    traffic = rush_hour_factor(hour)
+    uptime = round(rng.uniform(0.55, 0.95), 4)
+    observed = {
+        "car": float(round(uptime * 700 * traffic * rng.uniform(0.85, 1.15))),
+        "heavy": float(round(uptime * 70 * traffic * rng.uniform(0.8, 1.2))),
+        "bike": float(round(uptime * 200 * traffic * rng.uniform(0.7, 1.3))),
+        "pedestrian": float(round(uptime * 90 * traffic * rng.uniform(0.7, 1.3))),
+    }
+    date = datetime.fromtimestamp(hour_start // 1_000_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    payload = telraam.encode(chip_id(device), date, uptime, observed, v85=round(rng.uniform(25, 55), 1))
+    doc = orjson.loads(payload)
+    paths: list[Path] = [("report", 0, k) for k in ("heavy", "car", "bike", "pedestrian", "v85", "uptime")]
+    return _Built(f"telraam/{device}", doc, paths, [("report", 0, "date")])
+
+
+# Format name -> the builder of its message (the format's own `encode`); line protocol has its own path.
+_BUILDERS: dict[str, Callable[[random.Random, dict[str, float], int, str, str], _Built]] = {
+    "json": _build_json,
+    "ttn_v3": _build_ttn_v3,
+    "tasmota": _build_tasmota,
+    "zigbee2mqtt": _build_zigbee2mqtt,
+    "airrohr": _build_airrohr,
+    "telraam": _build_telraam,
+}
+
+
 def _build(fmt: str, seed: int, ts_ns: int, device: str, timezone: str = "UTC") -> _Built:
+    builder = _BUILDERS.get(fmt)
+    if builder is None:
+        raise ValueError(f"unknown simulated format {fmt!r}; known: {', '.join(FORMATS)}")
     rng = _rng(seed, fmt, device, ts_ns)
     air = _air(rng, ts_ns)
-    if fmt == "json":
-        values = {q: air[q] for q in ("pm2_5", "pm10", "temperature", "relative_humidity")}
-        doc = orjson.loads(json_mapping.encode(device, ts_ns, values))
-        return _Built(f"sensors/{device}/json", doc, [("values", q) for q in values], [("values",)])
-    if fmt == "ttn_v3":
-        decoded = {
-            "pm25": air["pm2_5"],
-            "pm10": air["pm10"],
-            "temperature": air["temperature"],
-            "humidity": air["relative_humidity"],
-            "noise_laeq": air["noise_laeq"],
-            "battery": float(rng.randint(60, 100)),
-        }
-        payload = ttn_v3.encode(
-            device,
-            ts_ns,
-            decoded,
-            dev_eui=f"70B3D57ED0{chip_id(device):06X}",
-            f_cnt=ts_ns // 60_000_000_000 % 65536,
-            rssi=float(rng.randint(-120, -70)),
-            snr=round(rng.uniform(-10.0, 10.0), 1),
-        )
-        doc = orjson.loads(payload)
-        paths: list[Path] = [("uplink_message", "decoded_payload", k) for k in decoded]
-        topic = f"v3/citygw-sim@ttn/devices/{device}/up"
-        return _Built(topic, doc, paths, [("uplink_message", "decoded_payload")])
-    if fmt == "tasmota":
-        power = round(max(0.0, 60.0 + 900.0 * rush_hour_factor((ts_ns / 3.6e12) % 24) + rng.gauss(0, 20)), 1)
-        voltage = round(rng.gauss(230.0, 1.5), 1)
-        sensors: dict[str, dict[str, Any]] = {
-            "SDS0X1": {"PM2.5": air["pm2_5"], "PM10": air["pm10"]},
-            "BME280": {
-                "Temperature": air["temperature"],
-                "Humidity": air["relative_humidity"],
-                "DewPoint": round(air["temperature"] - 5.0, 1),
-                "Pressure": air["pressure"],
-            },
-            "ENERGY": {
-                "TotalStartTime": "2024-01-01T00:00:00",
-                "Total": round(ts_ns / 3.6e12 * 0.25 % 100000, 3),
-                "Yesterday": 4.2,
-                "Today": 1.1,
-                "Power": power,
-                "Factor": 0.95,
-                "Voltage": voltage,
-                "Current": round(power / voltage / 0.95, 3),
-            },
-        }
-        # Tasmota sends local time without an offset, in the zone it is configured for: the same zone the
-        # route's `timezone` option names, or the gateway would place every reading hours off.
-        doc = orjson.loads(tasmota.encode(sensors, local_time=_local_iso(ts_ns, timezone)))
-        read = ("PM2.5", "PM10", "Temperature", "Humidity", "Pressure", "Total", "Power", "Factor", "Voltage")
-        paths = [(obj, key) for obj, values in sensors.items() for key in values if key in read]
-        return _Built(f"tele/{device}/SENSOR", doc, paths, [(obj,) for obj in sensors])
-    if fmt == "zigbee2mqtt":
-        state: dict[str, Any] = {
-            "humidity": air["relative_humidity"],
-            "pm25": round(air["pm2_5"]),
-            "temperature": air["temperature"],
-            "voc_index": rng.randint(40, 180),
-            "linkquality": rng.randint(40, 255),
-            "update": {"state": "idle", "installed_version": 16842803, "latest_version": 16842803},
-        }
-        doc = orjson.loads(zigbee2mqtt.encode(state, last_seen=_iso(ts_ns)))
-        paths = [(k,) for k in ("humidity", "pm25", "temperature", "voc_index")]
-        return _Built(f"zigbee2mqtt/{device}", doc, paths, list(paths))
-    if fmt == "airrohr":
-        values = {
-            "P1": air["pm10"],
-            "P2": air["pm2_5"],
-            "temperature": air["temperature"],
-            "humidity": air["relative_humidity"],
-            "pressure": air["pressure"] * 100.0,  # the firmware sends Pa
-            "noise_LAeq": air["noise_laeq"],
-        }
-        doc = orjson.loads(airrohr.encode(values, chip_id=str(chip_id(device))))
-        paths = [("sensordatavalues", i, "value") for i in range(len(values))]
-        return _Built(f"airrohr/{device}", doc, paths, [("sensordatavalues",)])
-    if fmt == "telraam":
-        hour_start = ts_ns // 3_600_000_000_000 * 3_600_000_000_000
-        hour = (hour_start / 1e9 % 86400) / 3600
-        traffic = rush_hour_factor(hour)
-        uptime = round(rng.uniform(0.55, 0.95), 4)
-        observed = {
-            "car": float(round(uptime * 700 * traffic * rng.uniform(0.85, 1.15))),
-            "heavy": float(round(uptime * 70 * traffic * rng.uniform(0.8, 1.2))),
-            "bike": float(round(uptime * 200 * traffic * rng.uniform(0.7, 1.3))),
-            "pedestrian": float(round(uptime * 90 * traffic * rng.uniform(0.7, 1.3))),
-        }
-        date = datetime.fromtimestamp(hour_start // 1_000_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-        payload = telraam.encode(chip_id(device), date, uptime, observed, v85=round(rng.uniform(25, 55), 1))
-        doc = orjson.loads(payload)
-        paths = [("report", 0, k) for k in ("heavy", "car", "bike", "pedestrian", "v85", "uptime")]
-        return _Built(f"telraam/{device}", doc, paths, [("report", 0, "date")])
-    raise ValueError(f"unknown simulated format {fmt!r}; known: {', '.join(FORMATS)}")
+    return builder(rng, air, ts_ns, device, timezone)
 
 
 def _line_values(seed: int, ts_ns: int, device: str) -> dict[str, float]:
