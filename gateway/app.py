@@ -23,7 +23,7 @@ from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.settings import InfluxSection, Settings, read_secret
 from gateway.sinks.base import Delivery, Sink
-from gateway.sinks.influx import InfluxV1Sink, InfluxV2Sink
+from gateway.sinks.influx import InfluxV1Sink, InfluxV2Sink, influx_sink_name
 from gateway.sinks.local_store import LocalStoreSink
 from gateway.sinks.mqtt_feed import MqttFeedSink, ReportByException
 from gateway.status import StatusServer
@@ -38,11 +38,6 @@ from ingest.serial_port import SerialDevice, SerialPortOwner
 __all__ = ["Gateway"]
 
 log = logging.getLogger("citygw")
-
-
-def influx_sink_name(cfg: InfluxSection) -> str:
-    """A stable cursor name for an InfluxDB sink."""
-    return cfg.name or f"influx-{cfg.api}:{cfg.url.rstrip('/')}/{cfg.database or cfg.bucket}"
 
 
 class Gateway:

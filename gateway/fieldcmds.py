@@ -35,7 +35,7 @@ _COLUMNS = PACK_COLUMNS
 
 def sinks_of(settings: Settings) -> list[tuple[str, int | None]]:
     """(cursor name, only_kind) of every sink the config runs, named as the gateway names them."""
-    from gateway.app import influx_sink_name
+    from gateway.sinks.influx import influx_sink_name
     from gateway.sinks.ngsi_ld import NgsiLdSink, ngsi_ld_sink_name
     from gateway.sinks.sensorthings import SensorThingsSink, sensorthings_sink_name
 

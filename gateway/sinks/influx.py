@@ -15,12 +15,21 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.journal import Entry
 from gateway.lineproto import entry_line
 from gateway.sinks.base import Action, SinkError
 
-__all__ = ["InfluxV1Sink", "InfluxV2Sink", "classify_status"]
+if TYPE_CHECKING:
+    from gateway.settings import InfluxSection
+
+__all__ = ["InfluxV1Sink", "InfluxV2Sink", "classify_status", "influx_sink_name"]
+
+
+def influx_sink_name(cfg: InfluxSection) -> str:
+    """A stable cursor name for an InfluxDB sink."""
+    return cfg.name or f"influx-{cfg.api}:{cfg.url.rstrip('/')}/{cfg.database or cfg.bucket}"
 
 
 def classify_status(status: int, body: str, retry_after: str | None) -> SinkError:
