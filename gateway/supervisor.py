@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
 
+from ingest.backoff import Backoff
+
 __all__ = ["Supervisor"]
 
 log = logging.getLogger("citygw.supervisor")
@@ -65,7 +67,7 @@ class Supervisor:
         return thread
 
     def _supervise(self, owned: _Owned, body: Callable[[], None]) -> None:
-        backoff = self.backoff_initial_s
+        backoff = Backoff(self.backoff_initial_s, 2.0, self.backoff_max_s)
         while True:
             began = time.monotonic()
             try:
@@ -76,22 +78,22 @@ class Supervisor:
                 raise RuntimeError("the thread's loop returned although it was not asked to stop")
             except Exception as exc:
                 if time.monotonic() - began >= self.healthy_after_s:
-                    owned.streak, backoff = 0, self.backoff_initial_s
+                    owned.streak = 0
+                    backoff.reset()
                 owned.streak += 1
                 owned.crashes += 1
                 owned.last_error = f"{type(exc).__name__}: {exc}"
                 self.restarts.labels(owned.name).inc()
                 if owned.streak == 1:
                     log.exception("thread %s crashed; restarting it in %.0f s. This is a bug: please report it "
-                                  "with this traceback", owned.name, backoff)
+                                  "with this traceback", owned.name, backoff.step)
                 elif owned.streak == self.failing_after:
                     log.error("thread %s keeps crashing (%d times in a row, last: %s); still restarting it, "
                               "with backoff up to %.0f s, and /healthz reports it", owned.name, owned.streak,
                               owned.last_error, self.backoff_max_s)
-            if owned.stop.wait(backoff):
+            if backoff.wait(owned.stop):
                 owned.ended = True
                 return
-            backoff = min(backoff * 2, self.backoff_max_s)
             owned.restarted_at = time.monotonic()
 
     def problems(self) -> list[str]:
