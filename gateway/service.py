@@ -156,7 +156,7 @@ def install(root: Path = Path("/"), config_source: Path | None = None, exec_path
         "next:",
         f"  1. edit {CONFIG_PATH} (devices, broker, InfluxDB; secrets in /etc/citygw/secrets/ or citygw.env)",
         f"  2. sudo -u citygw {exec_path} check-config --connect {CONFIG_PATH}",
-        "  3. sudo systemctl start citygw && journalctl -u citygw -f",
+        "  3. sudo systemctl start citygw && sudo journalctl -u citygw -f",
     ]
     return lines
 
