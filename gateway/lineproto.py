@@ -10,12 +10,12 @@ after a crash is idempotent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from devices.line_protocol import format_value
 from gateway.journal import KIND_KPI, Entry
 
-__all__ = ["entry_line", "escape_key", "escape_tag"]
+__all__ = ["entry_line", "entry_lines", "escape_key", "escape_tag"]
 
 # Line protocol cannot carry a line break inside a key or tag value (influxd splits lines on it and answers
 # 400), so CR and LF become *escaped* spaces: an unescaped space would end the tag set.
@@ -76,3 +76,22 @@ def entry_line(e: Entry, gateway: str = "") -> str:
         return f"kpi{_tag_set(fixed, e.tags, reserved)} {field_text} {e.ts}"
     # Readings repeat the same series over and over: the escaped measurement and tag set is cached.
     return f"{_reading_prefix(e, gateway)}{float(e.value)!r} {e.ts}"
+
+
+def entry_lines(entries: Sequence[Entry], gateway: str = "") -> list[str]:
+    """The lines of a batch of entries (as `entry_line` gives them, one per entry), formatted a batch at once."""
+    # Per batch: the prefix of each series looked up once in the shared cache, then in a local dict; per reading
+    # only the tuple key, one dict lookup and the f-string. No call per entry.
+    prefixes: dict[tuple[str, str, str, str, str], str] = {}
+    lines: list[str] = []
+    append = lines.append
+    for e in entries:
+        if e[1] == KIND_KPI:
+            append(entry_line(e, gateway))
+            continue
+        key = (e[3], e[4], e[5], e[8], e[7])  # device_id, quantity, unit, quality, tags_json
+        prefix = prefixes.get(key)
+        if prefix is None:
+            prefix = prefixes[key] = _reading_prefix(e, gateway)
+        append(f"{prefix}{float(e[6])!r} {e[2]}")
+    return lines

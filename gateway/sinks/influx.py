@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.journal import Entry
-from gateway.lineproto import entry_line
+from gateway.lineproto import entry_line, entry_lines
 from gateway.sinks.base import Action, SinkError
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class _HttpLineSink:
     def write(self, entries: Sequence[Entry]) -> None:
         """POST the batch; raise a classified SinkError on failure."""
         gateway_id = self._gateway_id
-        payload = "\n".join(entry_line(e, gateway_id) for e in entries).encode()
+        payload = "\n".join(entry_lines(entries, gateway_id)).encode()
         headers = dict(self._headers)
         if self._gzip:
             payload = gzip.compress(payload, compresslevel=1)
@@ -178,7 +178,7 @@ class InfluxV2Sink:
         from influxdb_client.rest import ApiException
         from urllib3.exceptions import HTTPError
 
-        lines = [entry_line(e, self._gateway_id) for e in entries]
+        lines = entry_lines(entries, self._gateway_id)
         try:
             self._api.write(bucket=self._bucket, org=self._org or "-", record=lines, write_precision=WritePrecision.NS)  # type: ignore[arg-type]
         except ApiException as exc:

@@ -11,7 +11,7 @@ import pytest
 from aggregators.kpi import KpiPoint
 from devices.reading import Reading
 from gateway.journal import Entry, Journal, reading_row
-from gateway.lineproto import entry_line
+from gateway.lineproto import entry_line, entry_lines
 from gateway.sinks.base import Action, SinkError
 from gateway.sinks.influx import InfluxV1Sink, InfluxV2Sink
 from tests.servers import InfluxV1, VictoriaMetrics
@@ -81,3 +81,18 @@ def test_line_format_is_stable() -> None:
     row = reading_row(j_entry)
     e = Entry(1, row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], None)
     assert entry_line(e) == r"reading,a=1,b=x\ y,device_id=d\ 1,quantity=pm2_5,unit=ug/m3 value=3.0 5"
+
+
+def test_a_batch_formats_as_its_entries_do(tmp_path: Path) -> None:
+    """entry_lines (the sinks' per-batch path) gives exactly entry_line's line for every entry, packs included."""
+    j = Journal(tmp_path / "j.sqlite")
+    readings = [Reading(f"dev {i % 3}", ("pm2_5", "no2")[i % 2], float(i) + 0.1, "ug/m3", T0 + i,
+                        {"site": NASTY[i % len(NASTY)]} if i % 4 else {}, "clock_unsynced" if i == 5 else "good")
+                for i in range(24)]
+    j.append(readings, [KpiPoint("pm2_5", "dev 0", "1m", T0, T0 + 60 * 10**9, "ug/m3", 2.5, {"count": 3}, {},
+                                 True)])
+    j.append(readings[:1])
+    entries = j.read_after(0, 100)
+    assert len(entries) == 26
+    for gateway in ("", "kit 7"):
+        assert entry_lines(entries, gateway) == [entry_line(e, gateway) for e in entries]
