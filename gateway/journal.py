@@ -275,6 +275,8 @@ class Journal:
         self.max_bytes = max_bytes
         self.wal_budget = wal_budget(max_bytes)
         self._lock = threading.Lock()
+        # The last pack a read stopped inside of, as entries (seq of its row, entries): the next read starts there.
+        self._unpacked: tuple[int, list[Entry]] = (0, [])
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._open(synchronous)
 
@@ -400,8 +402,13 @@ class Journal:
             for r in self._db.execute(sql, (seq, kind, limit) if kind is not None else (seq, limit)):
                 if r[11] is not None:
                     first = r[0] - r[10] + 1
-                    entries = _pack_rows(r[0], r[10], r[11])
-                    out.extend(map(_new_entry, islice(entries, seq - first + 1, None) if first <= seq else entries))
+                    if self._unpacked[0] == r[0]:
+                        entries = self._unpacked[1]
+                    else:
+                        entries = list(map(_new_entry, _pack_rows(r[0], r[10], r[11])))
+                    out.extend(entries[seq - first + 1:] if first <= seq else entries)
+                    if len(out) > limit:  # the next read starts inside this pack: keep it unpacked for that one
+                        self._unpacked = (r[0], entries)
                 elif r[9] is None:
                     out.append(make(r[:10]))
                 else:
