@@ -198,7 +198,25 @@ class Gateway:
                 self.mqtt_source.start_thread = self.supervisor.start
             self.pipeline.input_state(False)  # down until the first connection
             transports.append(self.mqtt_source)
+        if s.nats.routes:
+            transports.append(self._nats_source())
         return transports
+
+    def _nats_source(self) -> Transport:
+        """The JetStream partition input (central tier); nats-py is imported only on an instance that has one."""
+        from ingest.nats_source import NatsOptions, NatsSource
+
+        n = self.settings.nats
+        opts = NatsOptions(
+            servers=tuple(n.servers), stream=n.stream, durable=n.durable, subject=n.subject, user=n.username,
+            password=read_secret(n.password_env, n.password_file, "nats.password"),
+            token=read_secret(n.token_env, n.token_file, "nats.token"),
+            ca_file=str(n.ca_file) if n.ca_file else None, batch=n.batch, max_ack_pending=n.max_ack_pending,
+            ack_wait_s=n.ack_wait, reconnect_max_s=n.reconnect_max, name=f"citygw-{self.settings.gateway.id}")
+        routes = [Route(r.topic, get_kind(r.format), r.device_id, r.qos, r.tags, r.options) for r in n.routes]
+        self.pipeline.input_state(False)  # down until the consumer is bound (a backlog may be on its way)
+        return NatsSource(self.pipeline, opts, routes, clock_ns=self.clock_ns, on_connection=self.pipeline.input_state,
+                          start_thread=self.supervisor.start)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 

@@ -87,8 +87,9 @@ def check_environment(settings: Settings, path: str | os.PathLike[str] | None,
             add(False, 0, "", f"environment variable {var} overrides nothing: {hint}")
 
     # Something to read and somewhere to deliver.
-    if not settings.devices and not settings.mqtt.routes:
-        add(False, 0, "", "no input: no [[devices]] and no [[mqtt.routes]] — the gateway would record nothing")
+    if not settings.devices and not settings.mqtt.routes and not settings.nats.routes:
+        add(False, 0, "", "no input: no [[devices]], [[mqtt.routes]] or [[nats.routes]] — the gateway would record "
+            "nothing")
     has_feed = bool(settings.mqtt.host and settings.mqtt.feed.enabled)
     city_feeds = bool(settings.ngsi_ld or settings.sensorthings)
     if not settings.influx and not settings.local_store_enabled and not has_feed and not city_feeds:

@@ -309,6 +309,54 @@ class MqttSection(_Section):
         return self
 
 
+class NatsSection(_Section):
+    """A NATS JetStream input: a durable pull consumer on one partition of a stream (docs/fleet.md)."""
+
+    servers: list[str] = []  # every node of the cluster, e.g. ["nats://nats-1:4222", …]; nats-py goes round them
+    stream: str = ""
+    durable: str = ""  # this instance's durable consumer: one per partition, kept by the cluster while we are away
+    subject: str = ""  # the consumer's filter: this instance's partition, e.g. "part.0.>"
+    username: str = ""
+    password_env: str = ""
+    password_file: Path | None = None
+    token_env: str = ""
+    token_file: Path | None = None
+    ca_file: Path | None = None  # TLS (tls:// servers): the CA that signed the servers' certificates
+    batch: int = Field(500, ge=1, le=10_000)  # messages per fetch
+    max_ack_pending: int = Field(5000, ge=1)  # messages handed to the journal and not yet acknowledged, at most
+    ack_wait: Duration = 30.0  # a message not acknowledged this long is delivered again
+    reconnect_max: Duration = 10.0
+    routes: list[MqttRoute] = []  # topic = the subject with `.` as `/` (as NATS's MQTT listener maps them)
+
+    @field_validator("stream", "durable")
+    @classmethod
+    def _nats_name(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9_-]{1,255}", value):
+            raise ValueError(f"{value!r} is not a JetStream name: letters, digits, '-' and '_' only")
+        return value
+
+    @field_validator("subject")
+    @classmethod
+    def _nats_subject(cls, value: str) -> str:
+        tokens = value.split(".")
+        if value and (any(not t or " " in t for t in tokens) or ">" in tokens[:-1]
+                      or any(("*" in t or ">" in t) and len(t) > 1 for t in tokens)):
+            raise ValueError(f"{value!r} is not a NATS subject filter (tokens separated by '.', '*' for one "
+                             "token, '>' last for the rest), e.g. \"part.0.>\"")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> NatsSection:
+        if not self.servers and not self.routes:
+            return self
+        missing = [k for k in ("servers", "stream", "durable", "subject", "routes") if not getattr(self, k)]
+        if missing:
+            raise ValueError(f"[nats] needs {', '.join(missing)} as well: servers (the cluster's nodes), stream, "
+                             "durable (this instance's consumer), subject (its partition, e.g. \"part.0.>\") and "
+                             "at least one [[nats.routes]] (topic and format)")
+        return self
+
+
 class InfluxSection(_Section):
     """An InfluxDB (or compatible) destination."""
 
@@ -467,6 +515,7 @@ class Settings(_Section):
     gateway: GatewaySection = GatewaySection()
     devices: list[DeviceConfig] = []
     mqtt: MqttSection = MqttSection()
+    nats: NatsSection = NatsSection()  # a JetStream partition as input (central tier)
     influx: list[InfluxSection] = []
     sensorthings: list[SensorThingsSection] = []
     ngsi_ld: list[NgsiLdSection] = []
@@ -633,7 +682,7 @@ def _apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> dict[t
     """Apply CITYGW_<SECTION>_<KEY> variables; return {(section, key): variable name} of what was applied."""
     applied: dict[tuple[str, str], str] = {}
     sections: dict[str, type[BaseModel]] = {
-        "gateway": GatewaySection, "mqtt": MqttSection, "journal": JournalSection,
+        "gateway": GatewaySection, "mqtt": MqttSection, "nats": NatsSection, "journal": JournalSection,
         "aggregation": AggregationSection, "local_store": LocalStoreSection, "health": HealthSection,
     }
     for name, value in env.items():

@@ -1,10 +1,16 @@
 """A 3-node NATS cluster with JetStream and the MQTT listener, on loopback ports in a temp dir (Debian's
 `nats-server` 2.9). Each node is a `tests.servers.Server`; `NatsCluster` picks every port before the first start
 (the nodes name each other's route ports) and waits until JetStream has a meta leader, without which the MQTT
-listener refuses sessions."""
+listener refuses sessions.
+
+JetStream helpers for the nats-py path (tests/fleet/test_central_jetstream.py, bench/fleet.py): the stream of
+the partitions, its leader, a network server publishing with JetStream acknowledgements, and NATS's own
+`partition()` hash to check which instance owns a device."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import time
 import urllib.request
@@ -12,9 +18,31 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import nats
+
 from tests.servers import HOST, Server, ServerError, free_port
 
-__all__ = ["NatsCluster", "NatsNode"]
+__all__ = ["NatsCluster", "NatsNode", "nats_partition", "ttn_partition_mapping"]
+
+
+def ttn_partition_mapping(k: int) -> dict[str, str]:
+    """TTN v3 uplinks (`v3.<app>@<tenant>.devices.<device>.up`) into k partitions by device id. The `@` is split
+    off into its own token: NATS 2.9.10 mangles subjects holding `@` when it delivers them across its cluster
+    (the subject is cut at the `@` and the rest glued onto the reply; docs/fleet.md)."""
+    return {"v3.*.devices.*.up":
+            f"part.{{{{partition({k},2)}}}}.v3.{{{{split(1,@)}}}}.devices.{{{{wildcard(2)}}}}.up"}
+
+
+def _msg_id(topic: str, payload: bytes) -> str:
+    return hashlib.sha1(topic.encode() + payload).hexdigest()
+
+
+def nats_partition(token: str, k: int) -> int:
+    """NATS's `partition(k, …)` of one token: FNV-1a (32 bit) of its bytes, mod k."""
+    h = 0x811C9DC5
+    for byte in token.encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h % k
 
 
 class NatsNode(Server):
@@ -116,6 +144,58 @@ class NatsCluster:
                 tails = "\n".join(f"--- {n.server_name}\n{n.log_tail(15)}" for n in self.nodes)
                 raise ServerError(f"NATS JetStream elected no meta leader within {timeout:.0f} s:\n{tails}")
             time.sleep(0.2)
+
+    def client_urls(self) -> list[str]:
+        """The NATS client URL of every node."""
+        return [f"nats://{HOST}:{n.port}" for n in self.nodes]
+
+    def add_stream(self, name: str, subjects: Sequence[str], replicas: int = 3) -> None:
+        """Create a file-backed JetStream stream (the operator's one-time setup)."""
+        from nats.js.api import StreamConfig
+
+        async def create() -> None:
+            nc = await nats.connect(servers=self.client_urls())
+            try:
+                await nc.jetstream(timeout=30).add_stream(StreamConfig(
+                    name=name, subjects=list(subjects), num_replicas=replicas))
+            finally:
+                await nc.close()
+
+        asyncio.run(create())
+
+    def stream_info(self, name: str) -> Any:
+        """The stream's info (state, cluster leader) from any running node."""
+        async def info() -> Any:
+            nc = await nats.connect(servers=[f"nats://{HOST}:{n.port}" for n in self.nodes if n.running])
+            try:
+                return await nc.jetstream(timeout=30).stream_info(name)
+            finally:
+                await nc.close()
+
+        return asyncio.run(info())
+
+    def js_publish(self, node: NatsNode, messages: Sequence[tuple[str, bytes]], window: int = 500,
+                   timeout_s: float = 120.0) -> None:
+        """A network server publishing over core NATS with JetStream acks: every message awaited, a timed-out one
+        sent again (its Nats-Msg-Id lets the stream drop a copy it already stored)."""
+        async def publish() -> None:
+            nc = await nats.connect(servers=[f"nats://{HOST}:{node.port}"], max_reconnect_attempts=-1)
+            js = nc.jetstream(timeout=5)
+            deadline = time.monotonic() + timeout_s
+            try:
+                for start in range(0, len(messages), window):
+                    todo = list(messages[start:start + window])
+                    while todo:
+                        results = await asyncio.gather(
+                            *[js.publish(t.replace("/", "."), p, headers={"Nats-Msg-Id": _msg_id(t, p)})
+                              for t, p in todo], return_exceptions=True)
+                        todo = [m for m, r in zip(todo, results, strict=True) if isinstance(r, Exception)]
+                        if todo and time.monotonic() > deadline:
+                            raise ServerError(f"JetStream did not acknowledge {len(todo)} publishes: {results[0]}")
+            finally:
+                await nc.close()
+
+        asyncio.run(publish())
 
     def mqtt_ports(self) -> list[int]:
         """The MQTT listener of every node."""
