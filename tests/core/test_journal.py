@@ -184,3 +184,28 @@ def test_dead_letters_keep_their_pack_until_requeued(tmp_path: Path) -> None:
     again = j.read_after(5, 10)
     assert [(e.seq, e.value, e.tags) for e in again] == [(6, 2.0, {"site": "a b"})]
     assert j.trim(["a"], keep_readings_since_ns=T0 + 10**12) == 5
+
+
+def test_the_field_commands_reader_counts_and_unpacks_entries_of_packs(tmp_path: Path) -> None:
+    """backlog counts entries after a cursor inside a pack; after/span/between give one row per entry."""
+    from gateway.fieldcmds import JournalReader
+
+    j = Journal(tmp_path / "j.sqlite")
+    j.append(_readings(6))  # seqs 1..6 in one pack, event times T0 .. T0+5 s
+    j.append(_readings(1, start=6))  # seq 7, a plain row
+    j.set_cursor("influx", 4)
+    reader = JournalReader(tmp_path / "j.sqlite")
+    try:
+        backlog = reader.backlog("influx", None)
+        assert (backlog.waiting, backlog.dead_letters) == (3, 0)
+        assert reader.backlog("kpi-only", KIND_KPI).waiting == 0
+        assert [r[0] for r in reader.after(2)] == [3, 4, 5, 6, 7]
+        assert [r[0] for r in reader.after(2, limit=2)] == [3, 4]
+        assert [r[0] for r in reader.span(3, 7, 100)] == [4, 5, 6, 7]
+        assert [r[0] for r in reader.span(0, 7, 3, newest_first=True)] == [7, 6, 5]
+        between = sorted(r[2] for r in reader.between(T0 + 2 * 10**9, T0 + 5 * 10**9))
+        assert between == [T0 + i * 10**9 for i in (2, 3, 4)]
+        assert reader.after(0)[1][1:9] == (KIND_READING, T0 + 10**9, "dev-1", "pm2_5", "ug/m3", 1.0, '{"site":"a b"}',
+                                           "good")
+    finally:
+        reader.close()
