@@ -209,7 +209,9 @@ def _pack(readings: Sequence[Reading]) -> tuple[int, int, bytes]:
     series = [of_series((r.device_id, r.quantity, r.unit, _tags_json(r.tags) if r.tags else "{}", r.quality),
                         len(index)) for r in readings]
     ts = [r.ts for r in readings]
-    columns = {"series": list(index), "s": series, "value": [r.value for r in readings], "ts": ts}
+    # float(): the REAL column made every value a float; a decoder's int (a count) or numpy.float64 (which
+    # orjson refuses) must come back as the same float from a pack.
+    columns = {"series": list(index), "s": series, "value": [float(r.value) for r in readings], "ts": ts}
     return min(ts), max(ts), _PACK_V1 + orjson.dumps(columns)
 
 

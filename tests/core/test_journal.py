@@ -209,3 +209,14 @@ def test_the_field_commands_reader_counts_and_unpacks_entries_of_packs(tmp_path:
                                            "good")
     finally:
         reader.close()
+
+
+def test_a_pack_gives_values_back_as_the_real_column_did(tmp_path: Path) -> None:
+    """Ints (counts) and numpy floats come back as plain floats, as from a plain row's REAL column."""
+    import numpy as np
+
+    j = Journal(tmp_path / "j.sqlite")
+    j.append([Reading("d", "vehicles", 5, "1", T0), Reading("d", "pm2_5", np.float64(2.5), "ug/m3", T0)])
+    j.append([Reading("d", "vehicles", 7, "1", T0 + 1)])
+    values = [e.value for e in j.read_after(0, 10)]
+    assert values == [5.0, 2.5, 7.0] and all(type(v) is float for v in values)
