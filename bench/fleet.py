@@ -3,6 +3,7 @@ partition of a simulated LoRaWAN application's TTN v3 uplinks, against real Mosq
 
     .venv/bin/python -m bench.fleet              # 5,000 devices x 4 uplinks (about 2-4 minutes on 2 cores)
     .venv/bin/python -m bench.fleet --devices 500 --uplinks 2    # a smoke run
+    .venv/bin/python -m bench.fleet --engine jetstream           # the same through NATS JetStream
 
 Partitioning is by device, written into the topic by the publisher (`part/<crc32(device) mod k>/v3/…`, the
 "any broker" way in docs/fleet.md; the NATS mapping does the same hash on the server, but NATS 2.9.10's MQTT
@@ -10,6 +11,10 @@ listener corrupts mapped topics, see docs/fleet.md). Each run first lets every i
 session, stops them, publishes everything (the broker holds it), then starts all instances at once and times
 until InfluxDB holds every reading: the drain rate of the whole tier, not the publisher's. No assertions: only
 measurements, printed as a table (docs/fleet.md records them with the machine).
+
+`--engine jetstream` runs the tiers on a 3-node NATS cluster instead (tests/fleet/nats_cluster.py): the uplinks
+are published into one stream per tier (3 replicas) through the account's `partition(k, <device>)` mapping, and
+each instance's durable consumer (`[nats]`, ingest/nats_source.py) drains its partition; timed the same way.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from simulators.mqtt_publishers import make_payload  # noqa: E402
 from tests.fleet.central_support import central_config, partition, publish_uplinks  # noqa: E402
+from tests.fleet.nats_cluster import NatsCluster, jetstream_config  # noqa: E402
 from tests.servers import InfluxV1, Mosquitto  # noqa: E402 — the same real-server helpers the tests use
 
 READINGS_PER_UPLINK = 8  # pm2_5, pm10, temperature, relative_humidity, noise_laeq, battery, rssi, snr
@@ -97,6 +103,36 @@ def run_tier(k: int, broker: Mosquitto, influx: InfluxV1, tmp: Path, devices: in
     target = len(messages) * READINGS_PER_UPLINK
     started = time.monotonic()
     procs = [start(f, log) for f, log in zip(files, logs, strict=True)]
+    return drain(k, procs, influx, db, len(messages), target, started)
+
+
+def jetstream_mappings(tiers: list[int]) -> dict[str, str]:
+    """One subject mapping per tier size k: `k<k>.v3.<app>@<tenant>.devices.<device>.up` into k partitions."""
+    return {f"k{k}.v3.*.devices.*.up":
+            f"k{k}.part.{{{{partition({k},2)}}}}.v3.{{{{split(1,@)}}}}.devices.{{{{wildcard(2)}}}}.up" for k in tiers}
+
+
+def run_jetstream_tier(k: int, cluster: NatsCluster, influx: InfluxV1, tmp: Path, devices: int,
+                       per_device: int) -> dict[str, Any]:
+    """Publish every uplink into the tier's stream, then drain it with k instances; rates and CPU per instance."""
+    db = f"bench_fleet_js{k}_{time.time_ns() % 10**6}"
+    influx.create_database(db)
+    stream = f"BENCH_K{k}"
+    cluster.add_stream(stream, [f"k{k}.part.>"], replicas=3)
+    messages = [(f"k{k}/{topic.split('/', 2)[2]}", payload) for topic, payload in uplinks(devices, per_device, k)]
+    cluster.js_publish(cluster.nodes[0], messages, timeout_s=600)
+    files = [jetstream_config(tmp / f"js{k}-i{i}", f"central-js{k}-{i}", cluster.client_urls(), influx.url, db,
+                              stream, f"k{k}.part.{i}.>", route=f"k{k}/part/{i}/v3/#") for i in range(k)]
+    logs = [tmp / f"js{k}-i{i}.log" for i in range(k)]
+    target = len(messages) * READINGS_PER_UPLINK
+    started = time.monotonic()
+    procs = [start(f, log) for f, log in zip(files, logs, strict=True)]
+    return drain(k, procs, influx, db, len(messages), target, started)
+
+
+def drain(k: int, procs: list[subprocess.Popen[bytes]], influx: InfluxV1, db: str, n_messages: int, target: int,
+          started: float) -> dict[str, Any]:
+    """Wait until InfluxDB holds `target` readings; the rate after the first delivered batch, CPU per process."""
     first_at, first_count = 0.0, 0
     try:
         while (count := readings(influx, db)) < target:
@@ -115,7 +151,7 @@ def run_tier(k: int, broker: Mosquitto, influx: InfluxV1, tmp: Path, devices: in
             p.terminate()
             p.wait(60)
     steady = (target - first_count) / max(done - first_at, 1e-3) if first_at else target / elapsed
-    return {"instances": k, "messages": len(messages), "readings": target, "seconds": elapsed,
+    return {"instances": k, "messages": n_messages, "readings": target, "seconds": elapsed,
             "msg_s": steady / READINGS_PER_UPLINK, "readings_s": steady, "cpu_s": cpu}
 
 
@@ -125,18 +161,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=5000)
     parser.add_argument("--uplinks", type=int, default=4, help="uplinks per device")
     parser.add_argument("--instances", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--engine", choices=["mosquitto", "jetstream"], default="mosquitto",
+                        help="partitions in the topic on Mosquitto, or NATS JetStream's partition() mapping")
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="citygw-bench-fleet-"))
     rows = []
     try:
-        with Mosquitto(tmp / "mosquitto") as broker, InfluxV1(tmp / "influx") as influx:
-            for k in args.instances:
-                rows.append(run_tier(k, broker, influx, tmp, args.devices, args.uplinks))
-                print(f"{k} instance(s): {rows[-1]['msg_s']:.0f} msg/s", file=sys.stderr, flush=True)
+        if args.engine == "jetstream":
+            cluster = NatsCluster(tmp / "nats", jetstream_mappings(args.instances)).start()
+            try:
+                with InfluxV1(tmp / "influx") as influx:
+                    for k in args.instances:
+                        rows.append(run_jetstream_tier(k, cluster, influx, tmp, args.devices, args.uplinks))
+                        print(f"{k} instance(s): {rows[-1]['msg_s']:.0f} msg/s", file=sys.stderr, flush=True)
+            finally:
+                cluster.close()
+        else:
+            with Mosquitto(tmp / "mosquitto") as broker, InfluxV1(tmp / "influx") as influx:
+                for k in args.instances:
+                    rows.append(run_tier(k, broker, influx, tmp, args.devices, args.uplinks))
+                    print(f"{k} instance(s): {rows[-1]['msg_s']:.0f} msg/s", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\ncentral tier, {args.devices} TTN v3 devices x {args.uplinks} uplinks, {READINGS_PER_UPLINK} readings "
-          f"each; {os.cpu_count()} CPUs\n")
+    print(f"\ncentral tier on {args.engine}, {args.devices} TTN v3 devices x {args.uplinks} uplinks, "
+          f"{READINGS_PER_UPLINK} readings each; {os.cpu_count()} CPUs\n")
     print("| instances | uplinks | seconds from start | uplinks/s (after the first batch) | readings/s | "
           "CPU s per instance |")
     print("|---|---|---|---|---|---|")

@@ -22,7 +22,7 @@ import nats
 
 from tests.servers import HOST, Server, ServerError, free_port
 
-__all__ = ["NatsCluster", "NatsNode", "nats_partition", "ttn_partition_mapping"]
+__all__ = ["NatsCluster", "NatsNode", "jetstream_config", "nats_partition", "ttn_partition_mapping"]
 
 
 def ttn_partition_mapping(k: int) -> dict[str, str]:
@@ -31,6 +31,43 @@ def ttn_partition_mapping(k: int) -> dict[str, str]:
     (the subject is cut at the `@` and the rest glued onto the reply; docs/fleet.md)."""
     return {"v3.*.devices.*.up":
             f"part.{{{{partition({k},2)}}}}.v3.{{{{split(1,@)}}}}.devices.{{{{wildcard(2)}}}}.up"}
+
+
+def jetstream_config(path: Path, gw_id: str, servers: Sequence[str], influx_url: str, db: str, stream: str,
+                     subject: str, route: str = "part/+/v3/#", ack_wait: str = "30s") -> Path:
+    """One central instance on a JetStream partition (durable = gateway id): TTN v3, 1-minute windows, InfluxDB 1.x."""
+    path.mkdir(parents=True, exist_ok=True)
+    file = path / "central.toml"
+    file.write_text(f"""
+[gateway]
+id = "{gw_id}"
+data_dir = "{path / 'data'}"
+status_listen = "127.0.0.1:0"
+
+[nats]
+servers = [{", ".join(json.dumps(u) for u in servers)}]
+stream = "{stream}"
+durable = "{gw_id}"
+subject = "{subject}"
+batch = 500
+max_ack_pending = 4000
+ack_wait = "{ack_wait}"
+
+[[nats.routes]]
+topic = "{route}"
+format = "ttn_v3"
+
+[aggregation]
+windows = ["1m"]
+grace = "1s"
+
+[[influx]]
+api = "v1"
+url = "{influx_url}"
+database = "{db}"
+batch_size = 5000
+""")
+    return file
 
 
 def _msg_id(topic: str, payload: bytes) -> str:

@@ -31,7 +31,7 @@ from devices.reading import DecodeContext
 from devices.registry import get_kind
 from simulators.mqtt_publishers import make_payload
 from tests.fleet.central_support import publish_uplinks
-from tests.fleet.nats_cluster import NatsCluster, nats_partition, ttn_partition_mapping
+from tests.fleet.nats_cluster import NatsCluster, jetstream_config, nats_partition, ttn_partition_mapping
 from tests.integration.helpers import GatewayProcess, wait_for
 from tests.servers import InfluxV1
 
@@ -45,43 +45,6 @@ N_DEVICES = int(os.environ.get("FLEET_TEST_DEVICES", "1000"))
 # window gets two readings and is closed by the third's event time; the second is closed by the wall clock once
 # the device has been quiet for the idle time.
 UPLINK_OFFSETS_S = (0, 30, 62)
-
-
-def _config(path: Path, gw_id: str, cluster: NatsCluster, influx: InfluxV1, db: str, subject: str) -> Path:
-    """One central instance on a JetStream partition: TTN v3, 1-minute windows, InfluxDB 1.x."""
-    path.mkdir(parents=True, exist_ok=True)
-    file = path / "central.toml"
-    servers = ", ".join(f'"{u}"' for u in cluster.client_urls())
-    file.write_text(f"""
-[gateway]
-id = "{gw_id}"
-data_dir = "{path / 'data'}"
-status_listen = "127.0.0.1:0"
-
-[nats]
-servers = [{servers}]
-stream = "{STREAM}"
-durable = "{gw_id}"
-subject = "{subject}"
-batch = 500
-max_ack_pending = 4000
-ack_wait = "10s"  # what the SIGKILLed instance had fetched comes back this long after its delivery
-
-[[nats.routes]]
-topic = "part/+/v3/#"
-format = "ttn_v3"
-
-[aggregation]
-windows = ["1m"]
-grace = "1s"
-
-[[influx]]
-api = "v1"
-url = "{influx.url}"
-database = "{db}"
-batch_size = 5000
-""")
-    return file
 
 
 def _count(influx: InfluxV1, db: str, where: str = "") -> int:
@@ -111,11 +74,7 @@ def test_three_jetstream_instances_equal_one(tmp_path: Path, influx_v1: InfluxV1
     influx_v1.create_database(central_db)
     influx_v1.create_database(single_db)
     cluster = NatsCluster(tmp_path / "nats", ttn_partition_mapping(PARTITIONS))
-    instances = [GatewayProcess(_config(tmp_path / f"c{i}", f"{run}-c{i}", cluster, influx_v1, central_db,
-                                        f"part.{i}.>"), tmp_path / f"c{i}.log") for i in range(PARTITIONS)]
-    single = GatewayProcess(_config(tmp_path / "single", f"{run}-single", cluster, influx_v1, single_db,
-                                    "part.*.>"), tmp_path / "single.log")
-    processes = [*instances, single]
+    processes: list[GatewayProcess] = []
     base = (time.time_ns() // (60 * S)) * 60 * S - 180 * S
     devices = [f"lora-{d:05d}" for d in range(N_DEVICES)]
     messages = [make_payload("ttn_v3", 14, base + off * S, dev) for dev in devices for off in UPLINK_OFFSETS_S]
@@ -130,8 +89,17 @@ def test_three_jetstream_instances_equal_one(tmp_path: Path, influx_v1: InfluxV1
     first_wave_not_1 = sum(len(rs) for rs in per_message[:first_wave]
                            if rs and nats_partition(rs[0].device_id, PARTITIONS) != 1)
     try:
-        cluster.start()
+        cluster.start()  # before the configs: a port taken meanwhile moves a node on its first start
         cluster.add_stream(STREAM, ["part.*.>"], replicas=3)
+        urls = cluster.client_urls()
+        # ack_wait 10 s: what the SIGKILLed instance had fetched comes back this long after its delivery.
+        instances = [GatewayProcess(jetstream_config(tmp_path / f"c{i}", f"{run}-c{i}", urls, influx_v1.url,
+                                                     central_db, STREAM, f"part.{i}.>", ack_wait="10s"),
+                                    tmp_path / f"c{i}.log") for i in range(PARTITIONS)]
+        single = GatewayProcess(jetstream_config(tmp_path / "single", f"{run}-single", urls, influx_v1.url,
+                                                 single_db, STREAM, "part.*.>", ack_wait="10s"),
+                                tmp_path / "single.log")
+        processes += [*instances, single]
         leader = cluster.stream_info(STREAM).cluster.leader
         victim = next(n for n in cluster.nodes if n.server_name == leader)
         publisher = next(n for n in cluster.nodes if n is not victim)  # the network server's node stays up
