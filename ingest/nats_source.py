@@ -198,6 +198,11 @@ class NatsSource:
                 description=f"durable consumer {o.durable!r} on stream {o.stream!r} filters "
                             f"{info.config.filter_subject!r}, not {o.subject!r}: give this partition its own "
                             "durable name, or delete the old consumer (nats consumer rm)")
+        kept = info.config
+        if (kept.ack_wait, kept.max_ack_pending) != (o.ack_wait_s, o.max_ack_pending):
+            log.warning("NATS: durable consumer %r keeps ack_wait %ss and max_ack_pending %s from when it was "
+                        "created (configured: %ss, %s); change them on the cluster (nats consumer edit)",
+                        o.durable, kept.ack_wait, kept.max_ack_pending, o.ack_wait_s, o.max_ack_pending)
         sub = await js.pull_subscribe_bind(durable=o.durable, stream=o.stream)
         url = nc.connected_url.netloc if nc.connected_url else "?"
         log.info("connected to NATS %s: stream %r, durable consumer %r (%s), %d message(s) pending", url,
