@@ -449,10 +449,6 @@ class Journal:
         rows = list(expand_rows(newest))
         return [_reading(r) for r in rows[max(0, len(rows) - limit):]]
 
-    def entries(self, kind: int | None = None) -> list[Entry]:
-        """Every entry the journal holds (of one kind), oldest first: for tests and tools, not the hot path."""
-        return [e for e in self.read_after(0, 1 << 62) if kind is None or e.kind == kind]
-
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         """A value from the meta table."""
         with self._lock:
