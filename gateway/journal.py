@@ -263,11 +263,158 @@ def kpi_row(p: KpiPoint) -> tuple[Any, ...]:
     return (KIND_KPI, p.start_ns, p.device_id, p.name, p.unit, p.value, _tags_json(p.tags), "good", extra)
 
 
+class _JournalUpkeep:
+    """The housekeeping half of `Journal` (sizes, trimming, checkpoints, the disk cap), on the same connection."""
+
+    path: Path
+    max_bytes: int
+    wal_budget: int
+    _db: sqlite3.Connection
+    _lock: threading.Lock
+
+    def _dropped_total(self) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key='dropped_undelivered'").fetchone()
+        return str(row[0]) if row else None
+
+    def wal_bytes(self) -> int:
+        """Size of the WAL file (0 when there is none)."""
+        try:
+            return os.stat(f"{self.path}-wal").st_size
+        except FileNotFoundError:
+            return 0
+
+    def size_bytes(self) -> int:
+        """What counts against `max_bytes`: the database pages in use plus the WAL file."""
+        return self.used_bytes() + self.wal_bytes()
+
+    def used_bytes(self) -> int:
+        """Bytes of the database in use (pages minus free pages), excluding the WAL."""
+        with self._lock:
+            pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+            free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+            size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
+
+    def trim(self, sinks: Sequence[str], keep_readings_since_ns: int, chunk: int = 2000) -> int:
+        """Delete entries every sink has delivered, except readings still needed to rebuild open windows.
+
+        A pack goes as a whole: once every sink delivered all of it and its newest reading is not needed.
+        Returns how many entries went.
+        """
+        if not sinks:
+            return 0
+        with self._lock:
+            db = self._db
+            placeholders = ",".join("?" * len(sinks))
+            row = db.execute(
+                f"SELECT count(*), min(seq) FROM cursors WHERE sink IN ({placeholders})", tuple(sinks)
+            ).fetchone()
+            if row[0] < len(sinks):
+                return 0  # a sink that never delivered anything holds everything
+            floor = int(row[1])
+        deleted = 0
+        while True:
+            # Small transactions, the lock released between them: a trim never stalls the ingest thread's
+            # commits for long (tail latency), however much there is to delete.
+            with self._lock:
+                cur = self._db.execute(
+                    "DELETE FROM entries WHERE seq IN (SELECT e.seq FROM entries e WHERE e.seq <= ?"
+                    " AND (e.kind=1 OR coalesce(e.ts_max, e.ts) < ?)"
+                    # dead-lettered entries stay until `citygw backlog --requeue` sends them again (or the cap);
+                    # so does the whole pack around one
+                    " AND NOT EXISTS (SELECT 1 FROM dead_letters d"
+                    " WHERE d.seq BETWEEN e.seq - coalesce(e.n, 1) + 1 AND e.seq)"
+                    " ORDER BY e.seq LIMIT ?) RETURNING coalesce(n, 1)", (floor, keep_readings_since_ns, chunk))
+                gone = cur.fetchall()
+            deleted += sum(r[0] for r in gone)  # entries, not rows: a pack is n of them
+            if len(gone) < chunk:
+                return deleted
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database (PASSIVE: writers go on); empty it once it passes half its budget.
+
+        Under a steady write load a PASSIVE checkpoint rarely finds the moment when no commit follows it,
+        so SQLite never starts the WAL over and it grows without bound (16 MB beside a 4 MB database was
+        seen). TRUNCATE waits, at most 2 s, for a quiet moment, copies what is left and empties the file;
+        the ingest thread's next commit waits for it (a few milliseconds: PASSIVE has just run).
+        """
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self.limit_wal()
+
+    def limit_wal(self) -> None:
+        """Empty the WAL (TRUNCATE checkpoint, waiting at most 2 s) once it is over half its budget."""
+        if self.wal_bytes() > self.wal_budget // 2:
+            with self._lock:
+                self._db.execute("PRAGMA busy_timeout=2000")
+                try:
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                finally:
+                    self._db.execute("PRAGMA busy_timeout=30000")
+
+    def enforce_cap(self, sinks: Sequence[str], batch: int = 5000) -> int:
+        """Drop the oldest entries while the journal is over `max_bytes`; returns how many undelivered were lost.
+
+        Policy (docs/reliability.md): the oldest data goes first; every entry dropped before some sink
+        delivered it is counted in meta `dropped_undelivered` and logged. Entries all sinks have delivered
+        go first, so the cap never costs data while sinks keep up.
+        """
+        if self.max_bytes <= 0:
+            return 0
+        # The WAL counts (the disk once filled with a WAL four times the cap): entries get the cap minus the
+        # WAL's budget, which limit_wal() holds it to. Not minus the WAL's size of the moment: trimming and
+        # cursor writes grow it for an instant, and the cap would then drop entries it does not have to.
+        self.limit_wal()
+        budget = self.max_bytes - self.wal_budget
+        if self.used_bytes() <= budget:
+            return 0
+        lost = 0
+        while (used := self.used_bytes()) > budget:
+            with self._lock:
+                db = self._db
+                placeholders = ",".join("?" * len(sinks)) or "''"
+                floor_row = db.execute(
+                    f"SELECT count(*), min(seq) FROM cursors WHERE sink IN ({placeholders})", tuple(sinks)
+                ).fetchone()
+                # A sink without a cursor row has delivered nothing: its floor is 0, whatever the others did.
+                floor = int(floor_row[1]) if sinks and floor_row[0] == len(sinks) else 0
+                rows = int(db.execute("SELECT count(*) FROM entries").fetchone()[0])
+                # Drop about as many of the oldest entries as the excess holds, not a whole batch: the cap
+                # must cost no more data than it has to (used/rows over-estimates an entry, so no overshoot).
+                step = max(1, min(batch, (used - budget) * rows // max(used, 1)))
+                oldest = db.execute("SELECT seq, coalesce(n, 1) FROM entries ORDER BY seq LIMIT ?",
+                                    (step,)).fetchall()
+                if not oldest:
+                    break
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.execute("DELETE FROM entries WHERE seq <= ?", (oldest[-1][0],))
+                    # a pack's entries are seq-n+1 .. seq: those after the floor were not delivered
+                    undelivered = sum(max(0, min(n, s - floor)) for s, n in oldest)
+                    if undelivered:
+                        prev = db.execute("SELECT value FROM meta WHERE key='dropped_undelivered'").fetchone()
+                        total = (int(prev[0]) if prev else 0) + undelivered
+                        db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('dropped_undelivered', ?)",
+                                   (str(total),))
+                    db.execute("COMMIT")
+                except BaseException:
+                    _rollback(db)
+                    raise
+            lost += undelivered
+        self.checkpoint()  # the deletions went to the WAL: copy them back so the WAL does not hold the space
+        if lost:
+            log.warning("journal over its cap of %d bytes (WAL included): dropped the %d oldest undelivered "
+                        "entries (total dropped: %s). Raise journal.max_size or restore the uplink.",
+                        self.max_bytes, lost, self._dropped_total())
+        return lost
+
+
 def _reading(r: tuple[Any, ...]) -> Reading:
     return Reading(r[3], r[4], r[6], r[5], r[2], orjson.loads(r[7]) if r[7] != "{}" else {}, r[8])
 
 
-class Journal:
+class Journal(_JournalUpkeep):
     """One SQLite connection onto the journal file. Use one instance per thread (writer or sink reader)."""
 
     def __init__(self, path: str | os.PathLike[str], synchronous: Synchronous = "full",
@@ -473,137 +620,3 @@ class Journal:
             else:
                 row = self._db.execute("SELECT total(coalesce(n, 1)) FROM entries WHERE kind=?", (kind,)).fetchone()
         return int(row[0])
-
-    # -- housekeeping --------------------------------------------------------------------------------------
-
-    def wal_bytes(self) -> int:
-        """Size of the WAL file (0 when there is none)."""
-        try:
-            return os.stat(f"{self.path}-wal").st_size
-        except FileNotFoundError:
-            return 0
-
-    def size_bytes(self) -> int:
-        """What counts against `max_bytes`: the database pages in use plus the WAL file."""
-        return self.used_bytes() + self.wal_bytes()
-
-    def used_bytes(self) -> int:
-        """Bytes of the database in use (pages minus free pages), excluding the WAL."""
-        with self._lock:
-            pages = self._db.execute("PRAGMA page_count").fetchone()[0]
-            free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
-            size = self._db.execute("PRAGMA page_size").fetchone()[0]
-        return int((pages - free) * size)
-
-    def trim(self, sinks: Sequence[str], keep_readings_since_ns: int, chunk: int = 2000) -> int:
-        """Delete entries every sink has delivered, except readings still needed to rebuild open windows.
-
-        A pack goes as a whole: once every sink delivered all of it and its newest reading is not needed.
-        Returns how many entries went.
-        """
-        if not sinks:
-            return 0
-        with self._lock:
-            db = self._db
-            placeholders = ",".join("?" * len(sinks))
-            row = db.execute(
-                f"SELECT count(*), min(seq) FROM cursors WHERE sink IN ({placeholders})", tuple(sinks)
-            ).fetchone()
-            if row[0] < len(sinks):
-                return 0  # a sink that never delivered anything holds everything
-            floor = int(row[1])
-        deleted = 0
-        while True:
-            # Small transactions, the lock released between them: a trim never stalls the ingest thread's
-            # commits for long (tail latency), however much there is to delete.
-            with self._lock:
-                cur = self._db.execute(
-                    "DELETE FROM entries WHERE seq IN (SELECT e.seq FROM entries e WHERE e.seq <= ?"
-                    " AND (e.kind=1 OR coalesce(e.ts_max, e.ts) < ?)"
-                    # dead-lettered entries stay until `citygw backlog --requeue` sends them again (or the cap);
-                    # so does the whole pack around one
-                    " AND NOT EXISTS (SELECT 1 FROM dead_letters d"
-                    " WHERE d.seq BETWEEN e.seq - coalesce(e.n, 1) + 1 AND e.seq)"
-                    " ORDER BY e.seq LIMIT ?) RETURNING coalesce(n, 1)", (floor, keep_readings_since_ns, chunk))
-                gone = cur.fetchall()
-            deleted += sum(r[0] for r in gone)  # entries, not rows: a pack is n of them
-            if len(gone) < chunk:
-                return deleted
-
-    def checkpoint(self) -> None:
-        """Copy the WAL into the database (PASSIVE: writers go on); empty it once it passes half its budget.
-
-        Under a steady write load a PASSIVE checkpoint rarely finds the moment when no commit follows it,
-        so SQLite never starts the WAL over and it grows without bound (16 MB beside a 4 MB database was
-        seen). TRUNCATE waits, at most 2 s, for a quiet moment, copies what is left and empties the file;
-        the ingest thread's next commit waits for it (a few milliseconds: PASSIVE has just run).
-        """
-        with self._lock:
-            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        self.limit_wal()
-
-    def limit_wal(self) -> None:
-        """Empty the WAL (TRUNCATE checkpoint, waiting at most 2 s) once it is over half its budget."""
-        if self.wal_bytes() > self.wal_budget // 2:
-            with self._lock:
-                self._db.execute("PRAGMA busy_timeout=2000")
-                try:
-                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-                finally:
-                    self._db.execute("PRAGMA busy_timeout=30000")
-
-    def enforce_cap(self, sinks: Sequence[str], batch: int = 5000) -> int:
-        """Drop the oldest entries while the journal is over `max_bytes`; returns how many undelivered were lost.
-
-        Policy (docs/reliability.md): the oldest data goes first; every entry dropped before some sink
-        delivered it is counted in meta `dropped_undelivered` and logged. Entries all sinks have delivered
-        go first, so the cap never costs data while sinks keep up.
-        """
-        if self.max_bytes <= 0:
-            return 0
-        # The WAL counts (the disk once filled with a WAL four times the cap): entries get the cap minus the
-        # WAL's budget, which limit_wal() holds it to. Not minus the WAL's size of the moment: trimming and
-        # cursor writes grow it for an instant, and the cap would then drop entries it does not have to.
-        self.limit_wal()
-        budget = self.max_bytes - self.wal_budget
-        if self.used_bytes() <= budget:
-            return 0
-        lost = 0
-        while (used := self.used_bytes()) > budget:
-            with self._lock:
-                db = self._db
-                placeholders = ",".join("?" * len(sinks)) or "''"
-                floor_row = db.execute(
-                    f"SELECT count(*), min(seq) FROM cursors WHERE sink IN ({placeholders})", tuple(sinks)
-                ).fetchone()
-                # A sink without a cursor row has delivered nothing: its floor is 0, whatever the others did.
-                floor = int(floor_row[1]) if sinks and floor_row[0] == len(sinks) else 0
-                rows = int(db.execute("SELECT count(*) FROM entries").fetchone()[0])
-                # Drop about as many of the oldest entries as the excess holds, not a whole batch: the cap
-                # must cost no more data than it has to (used/rows over-estimates an entry, so no overshoot).
-                step = max(1, min(batch, (used - budget) * rows // max(used, 1)))
-                oldest = db.execute("SELECT seq, coalesce(n, 1) FROM entries ORDER BY seq LIMIT ?",
-                                    (step,)).fetchall()
-                if not oldest:
-                    break
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    db.execute("DELETE FROM entries WHERE seq <= ?", (oldest[-1][0],))
-                    # a pack's entries are seq-n+1 .. seq: those after the floor were not delivered
-                    undelivered = sum(max(0, min(n, s - floor)) for s, n in oldest)
-                    if undelivered:
-                        prev = db.execute("SELECT value FROM meta WHERE key='dropped_undelivered'").fetchone()
-                        total = (int(prev[0]) if prev else 0) + undelivered
-                        db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('dropped_undelivered', ?)",
-                                   (str(total),))
-                    db.execute("COMMIT")
-                except BaseException:
-                    _rollback(db)
-                    raise
-            lost += undelivered
-        self.checkpoint()  # the deletions went to the WAL: copy them back so the WAL does not hold the space
-        if lost:
-            log.warning("journal over its cap of %d bytes (WAL included): dropped the %d oldest undelivered "
-                        "entries (total dropped: %s). Raise journal.max_size or restore the uplink.",
-                        self.max_bytes, lost, self.get_meta("dropped_undelivered"))
-        return lost
