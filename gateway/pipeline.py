@@ -35,6 +35,7 @@ __all__ = ["Pipeline"]
 
 log = logging.getLogger("citygw.pipeline")
 _device_of = attrgetter("device_id")
+_ts_of = attrgetter("ts")
 
 
 class Pipeline:
@@ -170,9 +171,14 @@ class Pipeline:
             self.engine.restore_sources(orjson.loads(sources), self.clock_ns())
         # A window size that never closed a window (a crash in the first minutes, before any KPI point
         # committed a horizon; or a window size added to the config) has a horizon of 0: every reading in
-        # the journal may belong to one of its open windows, so all are replayed. Trimming keeps them
-        # (it keeps readings since open_since() - longest), so the journal holds exactly what is needed.
-        since = self.housekeeper.committed_open_since = self.engine.open_since()
+        # the journal may belong to one of its open windows, so all are replayed. A device first heard
+        # after the last commit of horizons is in none of them: `replay_from` (lowered with the readings'
+        # own commit, see process()) reaches back to its oldest reading. Trimming keeps what this replays.
+        since = self.engine.open_since()
+        replay_from = self.journal.get_meta("replay_from")
+        if replay_from is not None:
+            since = min(since, int(replay_from))
+        self.housekeeper.committed_open_since = since
         longest = max((s.size_ns for s in self.engine.specs), default=0)
         # The duplicate check remembers the last readings journaled, whatever windows they fall in: a
         # copy redelivered after the crash is rejected, not journaled twice (the replay below adds the rest).
@@ -234,7 +240,15 @@ class Pipeline:
                 self.rejected(r.device_id, reason)
                 if r.ts > now:  # ahead of our clock: still a clock offset to report
                     self.offsets.observe(r.device_id, now - r.ts)
-        if good and not self._append(readings=good):
+        meta = None
+        if good:
+            oldest = min(map(_ts_of, good))
+            if oldest < self.housekeeper.committed_open_since:
+                # Older than the committed horizons (a device new since the last commit, or a lagging one):
+                # a restart must replay from here, and the trim must keep it (rebuild()).
+                self.housekeeper.committed_open_since = oldest
+                meta = {"replay_from": str(oldest)}
+        if good and not self._append(readings=good, meta=meta):
             return  # stopping while the journal cannot be written: unacknowledged, the broker resends
         for _, ack in batch:
             if ack is not None:
@@ -293,15 +307,16 @@ class Pipeline:
         points = self.engine.advance_sources(now, self.idle_close_ns, wall_clock)
         if not points:
             return
+        open_since = self.engine.open_since()
         meta = {"closed_until": orjson.dumps(self.engine.closed_until).decode(),
-                "sources": orjson.dumps(self.engine.source_state()).decode()}
+                "sources": orjson.dumps(self.engine.source_state()).decode(), "replay_from": str(open_since)}
         if self.derived is not None:
             points.extend(self.derived.feed(points, self.engine.closed_everywhere()))
             meta["derived_state"] = orjson.dumps(self.derived.state(), option=orjson.OPT_SERIALIZE_NUMPY).decode()
         # Window results, indicators and the new horizon commit together: a crash leaves all or none.
         if not self._append(kpis=points, meta=meta):
             return  # stopping: the horizon was not committed, so these windows are rebuilt on the next start
-        self.housekeeper.committed_open_since = self.engine.open_since()  # what a restart now replays from
+        self.housekeeper.committed_open_since = open_since  # what a restart now replays from
         for p in points:
             self.metrics.kpi_points.labels(p.window).inc()
         self.on_kpis(points)

@@ -291,3 +291,37 @@ def test_a_trim_between_closing_and_committing_keeps_what_the_restart_replays(tm
     first_window = [p for p in points if p.start_ns == T0]
     assert len(first_window) == 3
     assert all(p.fields["count"] == 2 for p in first_window), [p.fields for p in first_window]
+
+
+def test_a_device_first_heard_after_the_last_commit_is_rebuilt_whole(tmp_path: Path) -> None:
+    """A device new since the last committed horizons, with readings older than them, gets all of them back.
+
+    The replay once started at the committed horizons minus the longest window, as if every device were among
+    them: the first reading of a device heard since (3 minutes old) was not replayed, and its window closed short.
+    """
+    clock = Clock(T0 + 200 * S)
+    path = tmp_path / "j.sqlite"
+
+    def pipeline() -> Pipeline:
+        engine = WindowEngine([WindowSpec.parse("1m")], grace_ns=1 * S)
+        return Pipeline(Journal(path), engine, Metrics(), clock_ns=clock, sink_names=("influx",))
+
+    first = pipeline()
+    first.rebuild()
+    for offset in (0, 30, 62):  # one device's queued uplinks close its first window: horizons committed
+        first.process([([Reading("lora-1", "pm2_5", float(offset), "ug/m3", T0 + offset * S)], None)])
+    first.tick()
+    assert first.journal.get_meta("sources")
+    for offset in (0, 30):  # then another device's, as old; nothing closes, nothing more is committed
+        first.process([([Reading("lora-2", "pm2_5", float(offset), "ug/m3", T0 + offset * S)], None)])
+    first.journal.set_cursor("influx", first.journal.last_seq())
+    first.housekeeping()  # the trim must keep them too
+    first.journal.close()  # the crash
+    second = pipeline()
+    second.rebuild()
+    points: list[KpiPoint] = []
+    second.on_kpis = points.extend
+    second.process([([Reading("lora-2", "pm2_5", 62.0, "ug/m3", T0 + 62 * S)], None)])
+    second.tick()
+    window = [p for p in points if p.device_id == "lora-2" and p.start_ns == T0]
+    assert [p.fields["count"] for p in window] == [2]
