@@ -242,8 +242,10 @@ class Gateway:
             except OSError as exc:
                 log.error("status page disabled: cannot listen on %s: %s (set gateway.status_listen)",
                           self.settings.gateway.status_listen, exc.strerror)
-        log.info("citygw %s running: %d device(s), %d MQTT route(s), sinks: %s", self.settings.gateway.id,
+        nats = self.settings.nats
+        log.info("citygw %s running: %d device(s), %d MQTT route(s)%s, sinks: %s", self.settings.gateway.id,
                  len(self.settings.devices), len(self.settings.mqtt.routes),
+                 f", {len(nats.routes)} NATS route(s)" if nats.servers else "",
                  ", ".join(s.name for s in self.sinks) or "none")
 
     def stop(self) -> None:

@@ -123,7 +123,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if errors:
         print(f"{errors} problem(s) in {args.config}", file=sys.stderr)
         return 1
-    print(f"{args.config}: OK — {len(settings.devices)} device(s), {len(settings.mqtt.routes)} MQTT route(s), "
+    nats = f"{len(settings.nats.routes)} NATS route(s), " if settings.nats.servers else ""
+    print(f"{args.config}: OK — {len(settings.devices)} device(s), {len(settings.mqtt.routes)} MQTT route(s), {nats}"
           f"{len(settings.influx)} InfluxDB sink(s), windows {', '.join(settings.aggregation.windows)}"
           + (f" ({len(findings)} warning(s))" if findings else ""))
     if getattr(args, "connect", False):
