@@ -266,18 +266,22 @@ class WindowEngine:
                 self.closed_until[spec.label] = closed
         return self._close_all(due)
 
-    def advance_sources(self, now_ns: int, idle_ns: int, wall_clock: bool = True) -> list[KpiPoint]:
-        """Move each source's watermark and close what it passed (end + grace); return the KPI points.
+    def advance_sources(self, now_ns: int, idle_ns: int, wall_clock: bool = True,
+                        devices: Iterable[str] | None = None) -> list[KpiPoint]:
+        """Move each source's watermark (or only those of `devices`) and close what it passed (end + grace).
 
         A source's watermark is its newest event time, never beyond `now_ns`. With `wall_clock`, a source that
         sent nothing for `idle_ns` and for IDLE_INTERVALS of its usual pause between batches follows the wall
         clock, and none trails the wall clock by more than `max_lag_ns`; without it (an input with a backlog is
-        down) only event time moves it.
+        down) only event time moves it. Returns the KPI points of the windows closed.
         """
         due: list[BucketKey] = []
         grace = self.grace_ns
         lowest = now_ns - self.max_lag_ns
-        for src in self._sources.values():
+        sources: Iterable[_Source] = self._sources.values()
+        if devices is not None:
+            sources = [src for src in map(self._sources.get, devices) if src is not None]
+        for src in sources:
             watermark = src.max_event if src.max_event < now_ns else now_ns
             if wall_clock:
                 if not src.received:  # only replayed since the start: quiet counts from the first tick
