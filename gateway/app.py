@@ -7,7 +7,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aggregators.derived import DerivedKpis
 from aggregators.kpi import KpiPoint
@@ -19,7 +19,7 @@ from gateway.feed_meta import birth_info
 from gateway.journal import Journal
 from gateway.kit_monitor import KitMonitor
 from gateway.live_stream import LiveStream
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, NatsCollector
 from gateway.pipeline import Pipeline
 from gateway.settings import InfluxSection, Settings, read_secret
 from gateway.sinks.base import Delivery, Sink
@@ -34,6 +34,9 @@ from ingest.mqtt_client import MqttOptions
 from ingest.mqtt_source import MqttSource
 from ingest.routes import Route
 from ingest.serial_port import SerialDevice, SerialPortOwner
+
+if TYPE_CHECKING:
+    from ingest.nats_source import NatsSource
 
 __all__ = ["Gateway"]
 
@@ -85,7 +88,10 @@ class Gateway:
         )
         self.mqtt_source: MqttSource | BulkMqttSource | None = None
         self._mqtt_up = False
+        self.nats_source: NatsSource | None = None
         self.transports: list[Transport] = self._build_transports()
+        if self.nats_source is not None:  # its numbers are read at each scrape: samples from start
+            self.metrics.registry.register(NatsCollector(self.nats_source.describe))
         self.monitor.book.report = self.pipeline.device_state  # MQTT devices going silent / heard again
         self.metrics.declare(
             sinks=[sink.name for sink in self.sinks], devices=[d.id for d in s.devices],
@@ -199,10 +205,11 @@ class Gateway:
             self.pipeline.input_state(False)  # down until the first connection
             transports.append(self.mqtt_source)
         if s.nats.routes:
-            transports.append(self._nats_source())
+            self.nats_source = self._nats_source()
+            transports.append(self.nats_source)
         return transports
 
-    def _nats_source(self) -> Transport:
+    def _nats_source(self) -> NatsSource:
         """The JetStream partition input (central tier); nats-py is imported only on an instance that has one."""
         from ingest.nats_source import NatsOptions, NatsSource
 

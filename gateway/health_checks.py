@@ -14,7 +14,8 @@ from gateway.status_page import explain_error
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
-__all__ = ["DATA_PATH_CHECKS", "devices_all_unavailable", "ingest_stalled", "mqtt_input_down", "sinks_lagging"]
+__all__ = ["DATA_PATH_CHECKS", "devices_all_unavailable", "ingest_stalled", "mqtt_input_down", "nats_input_down",
+           "sinks_lagging"]
 
 
 def ingest_stalled(gw: Gateway) -> list[str]:
@@ -36,6 +37,20 @@ def mqtt_input_down(gw: Gateway) -> list[str]:
     m = gw.settings.mqtt
     return [f"mqtt: input not connected to the broker {m.host}:{m.port} for {down:.0f} s (limit "
             f"health.mqtt_down_after = {limit:.0f} s): check that the broker runs and mqtt.host/port/credentials"]
+
+
+def nats_input_down(gw: Gateway) -> list[str]:
+    """The NATS input has not been connected with its consumer bound for longer than the limit (since start)."""
+    source = gw.nats_source
+    down = source.down_for() if source is not None else None
+    limit = gw.settings.health.nats_down_after
+    if source is None or down is None or down <= limit:
+        return []
+    o = source.opts
+    error = f"; last error: {source.last_error}" if source.last_error else ""
+    return [f"nats: input not connected to {', '.join(o.servers)} (stream {o.stream}, consumer {o.durable}) for "
+            f"{down:.0f} s (limit health.nats_down_after = {limit:.0f} s){error}: check that the NATS servers run, "
+            "nats.servers and the credentials, and that the stream exists (nats stream info)"]
 
 
 def sinks_lagging(gw: Gateway) -> list[str]:
@@ -65,4 +80,4 @@ def devices_all_unavailable(gw: Gateway) -> list[str]:
 
 
 DATA_PATH_CHECKS: tuple[Callable[[Gateway], list[str]], ...] = (
-    ingest_stalled, mqtt_input_down, sinks_lagging, devices_all_unavailable)
+    ingest_stalled, mqtt_input_down, nats_input_down, sinks_lagging, devices_all_unavailable)

@@ -106,11 +106,12 @@ class KitMonitor:
         self._published_at = float("-inf")
 
     def _kind_of(self, device_id: str) -> str | None:
-        source = self.gw.mqtt_source
-        kinds: dict[str, str] = getattr(source, "device_kinds", {})
-        if device_id in kinds:
-            return kinds[device_id]
-        formats = {r.format for r in self.gw.settings.mqtt.routes}
+        for source in (self.gw.mqtt_source, self.gw.nats_source):  # the routes' decoders, MQTT or NATS
+            kinds: dict[str, str] = getattr(source, "device_kinds", {})
+            if device_id in kinds:
+                return kinds[device_id]
+        s = self.gw.settings
+        formats = {r.format for r in s.mqtt.routes} | {r.format for r in s.nats.routes}
         return formats.pop() if len(formats) == 1 else None
 
     # -- inputs --------------------------------------------------------------------------------------------
@@ -219,6 +220,8 @@ class KitMonitor:
             "mqtt_connected": bool(source and source.connected),
             "mqtt": ({"broker": f"{m.host}:{m.port}", "connected": bool(source and source.connected),
                       "down_for_s": self.mqtt_down_for()} if source is not None else None),
+            # The JetStream input ([nats]; ingest/nats_source.py): None when not configured.
+            "nats": gw.nats_source.describe() if gw.nats_source is not None else None,
             "journal_bytes": self.journal.used_bytes(),
             "journal_max_bytes": gw.settings.journal.max_size,
             "clock": gw.clock.describe(),

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-__all__ = ["Metrics", "reason_code"]
+__all__ = ["Metrics", "NatsCollector", "reason_code"]
 
 _DIGITS = re.compile(r"\d+")
 
@@ -92,3 +95,48 @@ class Metrics:
             self.device_last_seen.labels(device).set(0)  # never: an alert on time() - last_seen fires
             self.clock_offset.labels(device).set(0)
             self.readings.labels(device)
+
+
+class NatsCollector(Collector):
+    """The NATS input's numbers (ingest/nats_source.py `describe()`), read at each scrape: a sample from start.
+
+    Rejected messages are in citygw_rejected_total like every input's; nothing else of the input drops data (an
+    unacknowledged message stays in the consumer), so the ack failures are what a dashboard watches beside these.
+    """
+
+    def __init__(self, read: Callable[[], Mapping[str, Any]]) -> None:
+        self.read = read  # not `describe`: the registry would take it for the collector's list of metrics
+
+    def collect(self) -> Iterator[Metric]:
+        """One sample per series, labelled with the durable consumer's name."""
+        d = self.read()
+        label = [str(d["durable"])]
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            family = GaugeMetricFamily(name, doc, labels=["consumer"])
+            family.add_metric(label, value)
+            return family
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            family = CounterMetricFamily(name, doc, labels=["consumer"])
+            family.add_metric(label, value)
+            return family
+
+        yield gauge("citygw_nats_connected", "1 while connected to a NATS server with the consumer bound",
+                    1 if d["connected"] else 0)
+        yield gauge("citygw_nats_pending", "Messages the durable consumer holds not yet fetched (as last read; "
+                    "0 before the first read)", d["pending"] or 0)
+        yield gauge("citygw_nats_in_flight", "Messages fetched and not yet acknowledged (journal commit pending)",
+                    d["in_flight"])
+        yield counter("citygw_nats_messages", "Messages fetched, redeliveries included", d["fetched"])
+        yield counter("citygw_nats_redelivered", "Messages fetched again (not acknowledged within ack_wait)",
+                      d["redelivered"])
+        yield counter("citygw_nats_acked", "Acknowledgements sent after the journal commit", d["acked"])
+        failures = CounterMetricFamily("citygw_nats_ack_failures", "Acknowledgements not sent (reason error: the "
+                                       "client refused; stopping: due after the input stopped): the messages come "
+                                       "again and the duplicate check drops them", labels=["consumer", "reason"])
+        failures.add_metric([*label, "error"], d["acks_failed"])
+        failures.add_metric([*label, "stopping"], d["acks_skipped"])
+        yield failures
+        yield counter("citygw_nats_errors", "Failed connects, consumer binds and fetch loops (each retried)",
+                      d["errors"])

@@ -139,6 +139,7 @@ class HealthSection(_Section):
 
     ingest_stall_after: Duration = 30.0  # input waiting and no journal commit for this long
     mqtt_down_after: Duration = 60.0  # the MQTT input disconnected for this long
+    nats_down_after: Duration = 60.0  # the NATS input not connected (its consumer not bound) for this long
     sink_lag_after: Duration = 300.0  # a sink's oldest undelivered entry older than this
     # An MQTT device is unavailable after this long unheard; unset: 3x its longest recent interval (at least 5 s).
     stale_after: Duration | None = None

@@ -183,6 +183,31 @@ def _sink_card(s: Mapping[str, Any]) -> str:
         f'{error}</section>')
 
 
+def _nats_card(n: Mapping[str, Any]) -> str:
+    """The NATS JetStream input ([nats]): where it reads, whether it is connected, what it fetched and acknowledged."""
+    up = bool(n["connected"])
+    down = _age(n["down_for_s"]).removesuffix(" ago")
+    where = f"connected to {html.escape(n['server'])}" if up else f"not connected for {down}"
+    pending = "unknown" if n["pending"] is None else str(n["pending"])
+    failed = n["acks_failed"] + n["acks_skipped"]
+    error = ""
+    if n.get("last_error"):
+        at = n.get("last_error_at")
+        when = "" if at is None else f" ({_age(n.get('now', at) - at)})"
+        attrs = 'class="muted"' if up else 'class="error" role="alert"'  # highlighted while it matters
+        error = f'<div {attrs}>last error{when}: <code>{html.escape(n["last_error"])}</code></div>'
+    return (
+        f'<section class="card input nats{"" if up else " failing"}" id="nats" data-input="nats">'
+        f'<h3>NATS JetStream <span class="badge {"available" if up else "unavailable"}">'
+        f'{"connected" if up else "NOT connected"}</span></h3>'
+        f'<p class="meta">{where} · servers {html.escape(", ".join(n["servers"]))}</p>'
+        f'<p class="meta">stream <b>{html.escape(n["stream"])}</b> · consumer <b>{html.escape(n["durable"])}</b> · '
+        f'subject <code>{html.escape(n["subject"])}</code></p>'
+        f'<p class="meta" id="nats-counts">pending {pending} · in flight {n["in_flight"]} · {n["fetched"]} fetched · '
+        f'{n["acked"]} acknowledged · {n["redelivered"]} redelivered · {failed} acks not sent · '
+        f'{n["errors"]} errors</p>{error}</section>')
+
+
 _CSS = """
 *{box-sizing:border-box}body{font:15px/1.4 system-ui,sans-serif;margin:0;padding:.6em;background:#f4f5f7;color:#111}
 main{max-width:60em;margin:auto}h1{font-size:1.3em;margin:.2em 0}h2{font-size:1.1em;margin:1em 0 .3em}
@@ -237,11 +262,17 @@ def render_page(status: Mapping[str, Any], charts: Mapping[str, str]) -> str:
 {status['journal_bytes'] / 1e6:.1f} MB · {status['accepted']} readings accepted, {status['rejected']} rejected,
 {status['late']} late · clock {html.escape(status['clock'])}</p>{_time_line(status)}
 <nav><a href="/status.json">status.json</a><a href="/metrics">metrics</a><a href="/healthz">healthz</a></nav>
-<h2>Sinks</h2>
+{_nats_block(status)}<h2>Sinks</h2>
 {''.join(_sink_card(s) for s in status['sinks']) or '<p class="muted">No sink configured.</p>'}
 <h2>Devices</h2>
 {''.join(cards) or '<p class="muted">No device configured or heard yet.</p>'}
 </main></body></html>"""
+
+
+def _nats_block(status: Mapping[str, Any]) -> str:
+    """The NATS input's card under its heading; nothing without [nats]."""
+    nats = status.get("nats")
+    return f"<h2>Input</h2>\n{_nats_card({**nats, 'now': status['now']})}\n" if nats else ""
 
 
 def _time_line(status: Mapping[str, Any]) -> str:

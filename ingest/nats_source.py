@@ -12,6 +12,10 @@ the routes the MQTT inputs use, and hand each batch's readings to the pipeline i
 the ingest thread after the journal commit) is passed into the loop with `call_soon_threadsafe`: nats-py is
 not thread-safe. Messages handed over and not yet acknowledged are bounded (`max_ack_pending`, on the consumer
 and here), so the fetch loop waits rather than the pipeline's queue filling.
+
+What it did is counted here as plain numbers (fetched, redelivered, acknowledged, acks not sent, errors, the
+consumer's pending backlog, the connection and its last error); the gateway exports them (`describe()`: the
+Prometheus collector in gateway/metrics.py, /status.json, the status page, the `nats:` health reason).
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 
 from devices.reading import Reading
 from ingest.backoff import Backoff
@@ -41,6 +46,7 @@ __all__ = ["NatsOptions", "NatsSource", "subject_to_topic"]
 log = logging.getLogger("citygw.nats")
 
 FETCH_TIMEOUT_S = 1.0  # a fetch that finds nothing returns after this; also how soon stop() is seen
+PENDING_REFRESH_S = 5.0  # while fetches find nothing, the consumer's pending count is read again this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,14 @@ class NatsSource:
         self.redelivered = 0  # fetched again: not acknowledged in time, or the ack was lost
         self.acks_failed = 0  # acks nats-py could not send (the message comes again; the duplicate check drops it)
         self.acks_skipped = 0  # acks due after the loop ended (stopping): redelivered on the next start
+        self.acked = 0  # acks handed to nats-py (a batch of rejections only is acknowledged at once)
+        self.errors = 0  # connects, consumer binds and fetch loops that failed (each retried)
+        self.pending: int | None = None  # the consumer's backlog not yet fetched, as last read; None: never read
+        self.last_error = ""  # the last failure (connection, consumer, client or ack), for the status page
+        self.last_error_at: float | None = None  # its time.time()
+        self.server = ""  # host:port of the server connected to ("" while not connected)
+        self.down_since: float | None = time.monotonic()  # not connected since (monotonic); None while connected
+        self._pending_read_at = float("-inf")
         self.device_kinds = self.table.device_kinds  # the status page's "kind" per device; bounded
         self._in_flight = 0  # only touched in the loop thread
         self._ack_tasks: set[asyncio.Future[None]] = set()
@@ -167,11 +181,13 @@ class NatsSource:
             self._set_connected(False)
 
         async def reconnected() -> None:
-            log.info("NATS input reconnected to %s", nc.connected_url.netloc if nc.connected_url else "?")
-            self._set_connected(True)
+            url = nc.connected_url.netloc if nc.connected_url else "?"
+            log.info("NATS input reconnected to %s", url)
+            self._set_connected(True, url)
 
         async def error(exc: Exception) -> None:
             log.debug("NATS client: %s", exc)
+            self._note_error(exc)
 
         nc = await nats.connect(
             servers=list(o.servers), name=o.name, user=o.user or None, password=o.password or None,
@@ -207,16 +223,41 @@ class NatsSource:
         url = nc.connected_url.netloc if nc.connected_url else "?"
         log.info("connected to NATS %s: stream %r, durable consumer %r (%s), %d message(s) pending", url,
                  o.stream, o.durable, o.subject, info.num_pending)
-        self._set_connected(True)
+        self.pending = info.num_pending
+        self._set_connected(True, url)
         return sub
 
-    def _set_connected(self, up: bool) -> None:
+    def _set_connected(self, up: bool, server: str = "") -> None:
         """Connected (the consumer bound) or not; the pipeline hears "up" only once the backlog is committed."""
         self.connected = up
+        self.server = server if up else ""
+        if up:
+            self.down_since = None
+        elif self.down_since is None:
+            self.down_since = time.monotonic()
         self._catching_up = up
         self._catch_up_batch = None
         if not up:
             self._report(False)
+
+    def down_for(self) -> float | None:
+        """Seconds the input has not been connected (since start if it never was); None while connected."""
+        since = self.down_since
+        return None if since is None else time.monotonic() - since
+
+    def _note_error(self, exc: BaseException) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        self.last_error_at = time.time()
+
+    def describe(self) -> dict[str, Any]:
+        """What the input did and where it stands, as plain values (/status.json, metrics, the status page)."""
+        o = self.opts
+        return {"servers": list(o.servers), "server": self.server, "connected": self.connected,
+                "caught_up": self._reported_up, "down_for_s": self.down_for(), "stream": o.stream,
+                "durable": o.durable, "subject": o.subject, "pending": self.pending, "in_flight": self._in_flight,
+                "fetched": self.messages, "redelivered": self.redelivered, "acked": self.acked,
+                "acks_failed": self.acks_failed, "acks_skipped": self.acks_skipped, "errors": self.errors,
+                "last_error": self.last_error, "last_error_at": self.last_error_at}
 
     def _report(self, up: bool) -> None:
         if up != self._reported_up:
@@ -233,6 +274,8 @@ class NatsSource:
     def _failed(self, exc: BaseException) -> None:
         if self._stop.is_set():
             return
+        self.errors += 1
+        self._note_error(exc)
         self._failures += 1
         if self._failures == 1 or self._failures % 50 == 0:
             log.error("NATS input (%s, stream %r, consumer %r): %s: %s; retrying", ", ".join(self.opts.servers),
@@ -254,9 +297,12 @@ class NatsSource:
                 # Nothing pending (or a consumer leader being elected: nats-py keeps the connection).
                 if self._catching_up and self._catch_up_batch is None:
                     await self._check_backlog(sub)
+                elif time.monotonic() - self._pending_read_at >= PENDING_REFRESH_S:
+                    await self._read_pending(sub)  # e.g. messages held back by a predecessor's unacked ones
                 continue
             if nc.is_closed:
                 return
+            self.pending = msgs[-1].metadata.num_pending  # what the consumer holds beyond this fetch
             self._handle(msgs)
             if self._catching_up and self._catch_up_batch is None and msgs[-1].metadata.num_pending == 0:
                 await self._check_backlog(sub)
@@ -264,9 +310,8 @@ class NatsSource:
     async def _check_backlog(self, sub: nats.js.JetStreamContext.PullSubscription) -> None:
         """Caught up once nothing is pending and nothing unacknowledged is another's: messages a killed
         predecessor had fetched come again only after ack_wait, and a device's windows must wait for them."""
-        try:
-            info = await sub.consumer_info()
-        except (TimeoutError, nats.errors.Error):
+        info = await self._read_pending(sub)
+        if info is None:
             return  # a consumer leader being elected: asked again after the next fetch
         if info.num_pending or (info.num_ack_pending or 0) > self._in_flight:
             return
@@ -274,6 +319,16 @@ class NatsSource:
             self._caught_up()
         else:
             self._catch_up_batch = self._last_batch  # the ingest thread acks in order: this one comes last
+
+    async def _read_pending(self, sub: nats.js.JetStreamContext.PullSubscription) -> ConsumerInfo | None:
+        """The consumer's info (None when it does not answer); keeps its pending count for the gauges."""
+        self._pending_read_at = time.monotonic()
+        try:
+            info = await sub.consumer_info()
+        except (TimeoutError, nats.errors.Error):
+            return None
+        self.pending = info.num_pending
+        return info
 
     def _handle(self, msgs: list[Msg]) -> None:
         """Decode one fetch and hand its readings to the pipeline in one call, with one ack for all."""
@@ -322,8 +377,10 @@ class NatsSource:
         for msg in msgs:
             try:
                 await msg.ack()
+                self.acked += 1
             except (nats.errors.Error, OSError) as exc:
                 self.acks_failed += 1
+                self._note_error(exc)
                 if self.acks_failed == 1 or self.acks_failed % 1000 == 0:
                     log.warning("NATS input: %d ack(s) not sent (%s): those messages come again after ack_wait "
                                 "and the duplicate check drops them", self.acks_failed, exc)

@@ -22,7 +22,8 @@ import nats
 
 from tests.servers import HOST, Server, ServerError, free_port
 
-__all__ = ["NatsCluster", "NatsNode", "jetstream_config", "nats_partition", "ttn_partition_mapping"]
+__all__ = ["JetStreamServer", "NatsCluster", "NatsNode", "jetstream_config", "nats_partition",
+           "ttn_partition_mapping"]
 
 
 def ttn_partition_mapping(k: int) -> dict[str, str]:
@@ -156,6 +157,51 @@ mappings = {{
         except (OSError, ValueError):
             return False
         return bool((info.get("meta_cluster") or {}).get("leader"))
+
+
+class JetStreamServer(Server):
+    """One nats-server with JetStream and nothing else (no cluster, no MQTT listener): starts in well under a
+    second, for tests of the NATS input itself (tests/fleet/test_nats_observability.py). Its port is chosen at
+    construction, so a gateway can be pointed at it before it starts; `restart()` keeps port and streams."""
+
+    name = "nats"
+    binary = "/usr/sbin/nats-server"
+    package = "nats-server"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.monitor_port = free_port()
+
+    @property
+    def url(self) -> str:
+        """The client URL."""
+        return f"nats://{HOST}:{self.port}"
+
+    def _reassign_ports(self) -> None:
+        self.port, self.monitor_port = free_port(), free_port()
+
+    def _prepare(self) -> None:
+        (self.workdir / "nats.conf").write_text(f"""
+server_name: js-single
+listen: {HOST}:{self.port}
+http: {HOST}:{self.monitor_port}
+jetstream {{
+  store_dir: "{self.workdir / 'js'}"
+  max_memory_store: 64MB
+  max_file_store: 256MB
+}}
+""")
+
+    def _command(self, executable: str) -> list[str]:
+        return [executable, "-c", str(self.workdir / "nats.conf")]
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{self.monitor_port}/healthz?js-enabled-only=true",
+                                        timeout=5) as resp:
+                return int(resp.status) == 200
+        except OSError:
+            return False
 
 
 class NatsCluster:
