@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -41,7 +42,7 @@ from ingest.backoff import Backoff
 from ingest.base import Emitter, ThreadStarter, plain_thread
 from ingest.routes import Rejected, Route, RouteTable
 
-__all__ = ["NatsOptions", "NatsSource", "subject_to_topic"]
+__all__ = ["NatsOptions", "NatsSource", "consumer_config", "subject_to_topic"]
 
 log = logging.getLogger("citygw.nats")
 
@@ -70,6 +71,14 @@ class NatsOptions:
     def __repr__(self) -> str:  # never show the password or token
         return (f"NatsOptions(servers={self.servers!r}, stream={self.stream!r}, durable={self.durable!r}, "
                 f"subject={self.subject!r})")
+
+
+def consumer_config(o: NatsOptions) -> ConsumerConfig:
+    """The durable consumer citygw creates for a partition: explicit acks, everything, never given up."""
+    return ConsumerConfig(
+        durable_name=o.durable, filter_subject=o.subject, ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL, ack_wait=o.ack_wait_s, max_ack_pending=o.max_ack_pending,
+        max_deliver=-1)  # never give a message up: a journal that cannot commit only delays it
 
 
 def subject_to_topic(subject: str) -> str:
@@ -171,11 +180,8 @@ class NatsSource:
 
     async def _connect(self) -> NatsClient:
         o = self.opts
-        tls = None
-        if o.ca_file or any(s.startswith("tls://") for s in o.servers):
-            import ssl
-
-            tls = ssl.create_default_context(cafile=o.ca_file)
+        tls = ssl.create_default_context(cafile=o.ca_file) if o.ca_file or any(
+            s.startswith("tls://") for s in o.servers) else None
 
         async def disconnected() -> None:
             self._set_connected(False)
@@ -200,14 +206,10 @@ class NatsSource:
         """Create the durable consumer if it is missing (idempotent with the same config), then bind it."""
         o = self.opts
         js = nc.jetstream(timeout=10)
-        config = ConsumerConfig(
-            durable_name=o.durable, filter_subject=o.subject, ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL, ack_wait=o.ack_wait_s, max_ack_pending=o.max_ack_pending,
-            max_deliver=-1)  # never give a message up: a journal that cannot commit only delays it
         try:
             info = await js.consumer_info(o.stream, o.durable)
         except nats.js.errors.NotFoundError:
-            info = await js.add_consumer(o.stream, config)
+            info = await js.add_consumer(o.stream, consumer_config(o))
             log.info("NATS: created durable consumer %r on stream %r for %r", o.durable, o.stream, o.subject)
         if info.config.filter_subject != o.subject:
             raise nats.js.errors.Error(

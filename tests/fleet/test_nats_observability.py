@@ -22,13 +22,14 @@ from typing import Any
 
 import nats
 import orjson
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.api import StreamConfig
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from devices import json_mapping
 from gateway.app import Gateway
 from gateway.settings import load_settings
+from ingest.nats_source import NatsOptions, consumer_config
 from tests.browser import save_screenshot
 from tests.fleet.nats_cluster import JetStreamServer
 from tests.reliability.support import GatewayProcess, StatusPage, kit_config, metric, wait_for
@@ -88,10 +89,8 @@ def prepare_partition(server: JetStreamServer, durable: str, messages: list[tupl
         try:
             js = nc.jetstream(timeout=10)
             await js.add_stream(StreamConfig(name=STREAM, subjects=["up.>"]))
-            await js.add_consumer(STREAM, ConsumerConfig(
-                durable_name=durable, filter_subject="up.>", ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL, ack_wait=ACK_WAIT_S, max_ack_pending=MAX_ACK_PENDING,
-                max_deliver=-1))
+            await js.add_consumer(STREAM, consumer_config(NatsOptions(
+                (server.url,), STREAM, durable, "up.>", max_ack_pending=MAX_ACK_PENDING, ack_wait_s=ACK_WAIT_S)))
             for subject, payload in messages:
                 await js.publish(subject, payload)
             if unacked:
