@@ -9,10 +9,12 @@ persistent MQTT sessions (QoS 1, what a `citygw run` instance's input is) check,
   uplinks held in JetStream when it comes back: nothing lost, no other partition got them;
 - a NATS node killed mid-run does not stop the traffic (the MQTT sessions' streams have three replicas).
 
-What this test does not do, and why (docs/fleet.md "Central tier on NATS"): consume the partitions with
-`citygw run` itself. NATS 2.9.10's MQTT listener hands QoS 1 subscribers of a *mapped* subject a corrupted
-topic for part of the messages (e.g. `/lora-00001/up` for `part/0/v3/…/devices/lora-00001/up`), which no
-route matches; the payloads are intact, which is what this test reads.
+`citygw run` instances consume the partitions end to end through JetStream durable consumers in
+tests/fleet/test_central_jetstream.py, the path chosen (docs/fleet.md "Central tier on NATS"). This test reads
+the payloads, not the topics: its mapping keeps TTN's `<application>@<tenant>` in one token, and NATS 2.9.10
+cuts a subject holding an `@` when it delivers it across the cluster's routes (e.g. `/lora-00001/up` for
+`part/0/v3/…/devices/lora-00001/up`); the production mapping splits the `@` off (`{{split(1,@)}}`,
+docs/fleet.md explains the cause). The MQTT-listener path was not run end to end with `citygw run`.
 """
 
 from __future__ import annotations

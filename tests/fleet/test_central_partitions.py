@@ -12,8 +12,10 @@ the broker's session, and its KPI points equal the single instance's too. (Under
 windows closed short after the restart: housekeeping had trimmed readings a crash then needed to rebuild them;
 tests/core/test_event_time.py pins that cause down.)
 
-The same run through NATS's MQTT listener with the server-side `partition()` mapping is blocked by a NATS 2.9.10
-defect (docs/fleet.md); tests/fleet/test_central_nats.py tests that engine's partitioning on its own.
+The same run on NATS, with the server-side `partition()` mapping and JetStream durable consumers, is
+tests/fleet/test_central_jetstream.py; the corrupted topics first seen through NATS 2.9.10's MQTT listener were
+TTN's `@` cut across the cluster's routes, which the mapping now splits off (docs/fleet.md "Central tier on
+NATS"); tests/fleet/test_central_nats.py tests the MQTT listener's partitioning on its own.
 """
 
 from __future__ import annotations
