@@ -69,12 +69,10 @@ def sinks_lagging(gw: Gateway) -> list[str]:
 
 def devices_all_unavailable(gw: Gateway) -> list[str]:
     """Every device the gateway knows is unavailable: it produces nothing (one device down is on the page only)."""
-    # Configured devices and devices heard at least once (not ids only seen in rejections, such as topics).
-    devices = [d for d in gw.monitor.book.snapshot() if d["configured"] or d["last_seen"] is not None]
-    down = [d for d in devices if d["state"] == "unavailable"]
-    if not devices or len(down) < len(devices):
+    down = gw.monitor.book.all_unavailable()
+    if not down:
         return []
-    shown = "; ".join(f"{d['id']}: {d['reason']}" for d in down[:5])
+    shown = "; ".join(f"{device}: {reason}" for device, reason in down[:5])
     more = f"; and {len(down) - 5} more" if len(down) > 5 else ""
     return [f"devices: all {len(down)} device(s) unavailable ({shown}{more}): check cables, ports and power"]
 
