@@ -1,17 +1,24 @@
-"""What the central-tier tests and bench/fleet.py share: the device partition, the network server's publisher and
-one central instance's config."""
+"""What the central-tier tests and bench/fleet.py share: the device partition, the network server's publisher,
+one central instance's config, the uplink timing and the InfluxDB counts they compare."""
 
 from __future__ import annotations
 
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from tests.servers import InfluxV1, Mosquitto
 
-__all__ = ["central_config", "partition", "publish_uplinks"]
+__all__ = ["UPLINK_OFFSETS_S", "central_config", "kpi_count", "kpis", "partition", "publish_uplinks", "reading_count"]
+
+# Each device's uplinks, seconds after the minute `base`, published one right after the other (a network server
+# forwarding a device's queued uplinks): the first 1-minute window gets two and is closed by the third's event
+# time (62 s, grace 1 s); the second window, with one reading, is closed by the wall clock once the device has
+# been quiet for the idle time — the same in every run, as no device falls quiet between its own uplinks.
+UPLINK_OFFSETS_S = (0, 30, 62)
 
 
 def partition(device: str, k: int) -> int:
@@ -70,3 +77,26 @@ database = "{db}"
 batch_size = 5000
 """)
     return file
+
+
+def reading_count(influx: InfluxV1, db: str, where: str = "") -> int:
+    """Readings in the database; -1 when influxd, busy taking the writes, does not answer in time."""
+    try:
+        rows = influx.query(f"SELECT count(value) FROM reading {where}", db=db)
+    except OSError:
+        return -1
+    return int(rows[0]["count"]) if rows else 0
+
+
+def kpis(influx: InfluxV1, db: str, before_ns: int) -> list[dict[str, Any]]:
+    """KPI points before `before_ns`, with what the tests compare (value, count, min, max, gateway, device, name)."""
+    return influx.query(f'SELECT value, "count", "min", "max", gateway, device_id, "name" FROM kpi '
+                        f"WHERE time < {before_ns}", db=db)
+
+
+def kpi_count(influx: InfluxV1, db: str, before_ns: int) -> int:
+    """KPI points before `before_ns`; -1 when influxd does not answer in time."""
+    try:
+        return len(kpis(influx, db, before_ns))
+    except OSError:
+        return -1

@@ -22,14 +22,13 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from devices.reading import DecodeContext
 from devices.registry import get_kind
 from simulators.mqtt_publishers import make_payload
-from tests.fleet.central_support import publish_uplinks
+from tests.fleet.central_support import UPLINK_OFFSETS_S, kpi_count, kpis, publish_uplinks, reading_count
 from tests.fleet.nats_cluster import NatsCluster, jetstream_config, nats_partition, ttn_partition_mapping
 from tests.integration.helpers import GatewayProcess, wait_for
 from tests.servers import InfluxV1
@@ -40,31 +39,6 @@ STREAM = "UPLINKS"
 # 1,000 devices keep this test well under 90 s on the loaded 2-core CI machine; FLEET_TEST_DEVICES=5000 runs the
 # issue's fleet size.
 N_DEVICES = int(os.environ.get("FLEET_TEST_DEVICES", "1000"))
-# Each device's uplinks, seconds after the minute `base` (as in test_central_partitions.py): the first 1-minute
-# window gets two readings and is closed by the third's event time; the second is closed by the wall clock once
-# the device has been quiet for the idle time.
-UPLINK_OFFSETS_S = (0, 30, 62)
-
-
-def _count(influx: InfluxV1, db: str, where: str = "") -> int:
-    """Readings in the database; -1 when influxd, busy taking the writes, does not answer in time."""
-    try:
-        rows = influx.query(f"SELECT count(value) FROM reading {where}", db=db)
-    except OSError:
-        return -1
-    return int(rows[0]["count"]) if rows else 0
-
-
-def _kpis(influx: InfluxV1, db: str, before_ns: int) -> list[dict[str, Any]]:
-    return influx.query(f'SELECT value, "count", "min", "max", gateway, device_id, "name" FROM kpi '
-                        f"WHERE time < {before_ns}", db=db)
-
-
-def _kpi_count(influx: InfluxV1, db: str, before_ns: int) -> int:
-    try:
-        return len(_kpis(influx, db, before_ns))
-    except OSError:
-        return -1
 
 
 def test_three_jetstream_instances_equal_one(tmp_path: Path, influx_v1: InfluxV1) -> None:
@@ -109,29 +83,29 @@ def test_three_jetstream_instances_equal_one(tmp_path: Path, influx_v1: InfluxV1
                      f"{p.config.parent.name} to bind its consumer")
         started = time.monotonic()
         publish_uplinks(publisher.mqtt_port, messages[:first_wave], inflight=500)  # over NATS's MQTT listener
-        wait_for(lambda: _count(influx_v1, central_db, f"WHERE gateway = '{run}-c1'") > 0, 120,
+        wait_for(lambda: reading_count(influx_v1, central_db, f"WHERE gateway = '{run}-c1'") > 0, 120,
                  "instance 1 to deliver its first readings")
         instances[1].kill()  # SIGKILL: no shutdown work; its consumer keeps what it had not acknowledged
-        wait_for(lambda: _count(influx_v1, central_db, f"WHERE gateway != '{run}-c1'") == first_wave_not_1, 120,
+        wait_for(lambda: reading_count(influx_v1, central_db, f"WHERE gateway != '{run}-c1'") == first_wave_not_1, 120,
                  "instances 0 and 2 to deliver the first wave", interval=0.5)
         victim.kill()  # the stream's leader: JetStream elects another one from the two replicas left
         cluster.js_publish(publisher, messages[first_wave:])  # over core NATS, JetStream acks, to a live node
         instances[1].start()
-        wait_for(lambda: _count(influx_v1, single_db) == expected, 300, f"{expected} readings (single instance)",
+        wait_for(lambda: reading_count(influx_v1, single_db) == expected, 300, f"{expected} readings (single instance)",
                  interval=1.0)
-        wait_for(lambda: _count(influx_v1, central_db) == expected, 300, f"{expected} readings (3 instances)",
+        wait_for(lambda: reading_count(influx_v1, central_db) == expected, 300, f"{expected} readings (3 instances)",
                  interval=1.0)
         end = base + 120 * S
-        wait_for(lambda: _kpi_count(influx_v1, single_db, end) == n_kpis, 300,
+        wait_for(lambda: kpi_count(influx_v1, single_db, end) == n_kpis, 300,
                  "both KPI windows of every device (single instance)", interval=1.0)
-        wait_for(lambda: _kpi_count(influx_v1, central_db, end) >= n_kpis, 300,
+        wait_for(lambda: kpi_count(influx_v1, central_db, end) >= n_kpis, 300,
                  "both KPI windows of every device (3 instances)", interval=1.0)
         print(f"{N_DEVICES} devices, {len(messages)} uplinks, {expected} readings through JetStream, 3 instances "
               f"(one SIGKILLed and restarted, the stream leader {leader} killed) and a single one: "
               f"{time.monotonic() - started:.0f} s")
 
-        single_kpis = {(r["device_id"], r["name"], r["time"]): r for r in _kpis(influx_v1, single_db, end)}
-        central = _kpis(influx_v1, central_db, end)
+        single_kpis = {(r["device_id"], r["name"], r["time"]): r for r in kpis(influx_v1, single_db, end)}
+        central = kpis(influx_v1, central_db, end)
         keys = Counter((r["device_id"], r["name"], r["time"]) for r in central)
         assert max(keys.values()) == 1, [k for k, n in keys.items() if n > 1][:5]  # no KPI point twice
         assert set(keys) == set(single_kpis)
@@ -145,7 +119,7 @@ def test_three_jetstream_instances_equal_one(tmp_path: Path, influx_v1: InfluxV1
                     and r["value"] == pytest.approx(want["value"], rel=1e-12)):
                 differ.append((r["gateway"], r["device_id"], r["name"], r["time"], r["count"], want["count"]))
         assert differ == [], f"{len(differ)} windows differ from the single run; first: {differ[:3]}"
-        assert _count(influx_v1, central_db) == _count(influx_v1, single_db) == expected
+        assert reading_count(influx_v1, central_db) == reading_count(influx_v1, single_db) == expected
     finally:
         codes = [p.stop(timeout=60) for p in processes if p.proc is not None and p.proc.poll() is None]
         cluster.close()

@@ -24,12 +24,19 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from simulators.mqtt_publishers import make_payload
-from tests.fleet.central_support import central_config, partition, publish_uplinks
+from tests.fleet.central_support import (
+    UPLINK_OFFSETS_S,
+    central_config,
+    kpi_count,
+    kpis,
+    partition,
+    publish_uplinks,
+    reading_count,
+)
 from tests.integration.helpers import GatewayProcess, wait_for
 from tests.servers import InfluxV1, Mosquitto
 
@@ -38,34 +45,7 @@ PARTITIONS = 3
 # 2,000 devices keep this test near a minute on the 2-core CI machine (5,000 passed too, in 235 s under a load
 # average of 10: too long for every run); FLEET_TEST_DEVICES=5000 runs the issue's fleet size.
 N_DEVICES = int(os.environ.get("FLEET_TEST_DEVICES", "2000"))
-# Each device's uplinks, seconds after the minute `base`, published one right after the other (a network server
-# forwarding a device's queued uplinks): the first 1-minute window gets two and is closed by the third's event
-# time (62 s, grace 1 s); the second window, with one reading, is closed by the wall clock once the device has
-# been quiet for the idle time — the same in every run, as no device falls quiet between its own uplinks.
-UPLINK_OFFSETS_S = (0, 30, 62)
 READINGS_PER_UPLINK = 8  # pm2_5, pm10, temperature, relative_humidity, noise_laeq, battery, rssi, snr
-
-
-def _count(influx: InfluxV1, db: str, where: str = "") -> int:
-    """Readings in the database; -1 when influxd, busy taking the writes, does not answer in time."""
-    try:
-        rows = influx.query(f"SELECT count(value) FROM reading {where}", db=db)
-    except OSError:
-        return -1
-    return int(rows[0]["count"]) if rows else 0
-
-
-def _kpi_count(influx: InfluxV1, db: str, before_ns: int) -> int:
-    """KPI points before `before_ns`; -1 when influxd does not answer in time."""
-    try:
-        return len(_kpis(influx, db, before_ns))
-    except OSError:
-        return -1
-
-
-def _kpis(influx: InfluxV1, db: str, before_ns: int) -> list[dict[str, Any]]:
-    return influx.query(f'SELECT value, "count", "min", "max", gateway, device_id, "name" FROM kpi '
-                        f"WHERE time < {before_ns}", db=db)
 
 
 def test_three_instances_equal_one(tmp_path: Path, mosquitto: Mosquitto, influx_v1: InfluxV1) -> None:
@@ -98,26 +78,26 @@ def test_three_instances_equal_one(tmp_path: Path, mosquitto: Mosquitto, influx_
         started = time.monotonic()
         publish_uplinks(mosquitto.port, messages[:third], inflight=500)
         # Instance 1 dies (SIGKILL: no shutdown work) once it has delivered part of its partition.
-        wait_for(lambda: _count(influx_v1, central_db, f"WHERE gateway = '{run}-c1'") > 0, 120,
+        wait_for(lambda: reading_count(influx_v1, central_db, f"WHERE gateway = '{run}-c1'") > 0, 120,
                  "instance 1 to deliver its first readings")
         instances[1].kill()
         publish_uplinks(mosquitto.port, messages[third:], inflight=500)
         instances[1].start()  # systemd's Restart=always: its session's messages waited in the broker
-        wait_for(lambda: _count(influx_v1, single_db) == expected, 600, f"{expected} readings (single instance)",
+        wait_for(lambda: reading_count(influx_v1, single_db) == expected, 600, f"{expected} readings (single instance)",
                  interval=1.0)
-        wait_for(lambda: _count(influx_v1, central_db) == expected, 600, f"{expected} readings (3 instances)",
+        wait_for(lambda: reading_count(influx_v1, central_db) == expected, 600, f"{expected} readings (3 instances)",
                  interval=1.0)
         n_kpis = 2 * N_DEVICES * READINGS_PER_UPLINK  # two windows of every device and quantity
         end = base + 120 * S
-        wait_for(lambda: _kpi_count(influx_v1, single_db, end) == n_kpis, 300,
+        wait_for(lambda: kpi_count(influx_v1, single_db, end) == n_kpis, 300,
                  "both KPI windows of every device (single instance)", interval=1.0)
-        wait_for(lambda: _kpi_count(influx_v1, central_db, end) >= n_kpis, 300,
+        wait_for(lambda: kpi_count(influx_v1, central_db, end) >= n_kpis, 300,
                  "both KPI windows of every device (3 instances)", interval=1.0)
         print(f"{N_DEVICES} devices, {N_DEVICES * len(UPLINK_OFFSETS_S)} uplinks, {expected} readings, 3 instances "
               f"(one SIGKILLed and restarted) and a single one side by side: {time.monotonic() - started:.0f} s")
 
-        single_kpis = {(r["device_id"], r["name"], r["time"]): r for r in _kpis(influx_v1, single_db, end)}
-        central = _kpis(influx_v1, central_db, end)
+        single_kpis = {(r["device_id"], r["name"], r["time"]): r for r in kpis(influx_v1, single_db, end)}
+        central = kpis(influx_v1, central_db, end)
         keys = Counter((r["device_id"], r["name"], r["time"]) for r in central)
         assert max(keys.values()) == 1, [k for k, n in keys.items() if n > 1][:5]  # one instance per device
         assert set(keys) == set(single_kpis)
@@ -132,7 +112,7 @@ def test_three_instances_equal_one(tmp_path: Path, mosquitto: Mosquitto, influx_
         # Every instance equals the single run exactly, the one SIGKILLed and restarted included.
         assert differ == [], f"{len(differ)} windows differ from the single run; first: {differ[:3]}"
         # Raw readings: each exactly once per run (InfluxDB overwrites a re-sent point; a lost one is missing).
-        assert _count(influx_v1, central_db) == _count(influx_v1, single_db) == expected
+        assert reading_count(influx_v1, central_db) == reading_count(influx_v1, single_db) == expected
     finally:
         codes = [p.stop(timeout=60) for p in processes if p.proc is not None and p.proc.poll() is None]
     assert all(c == 0 for c in codes), "\n".join(p.log()[-2000:] for p in processes)

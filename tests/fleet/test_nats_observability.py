@@ -15,13 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import nats
-import orjson
 from nats.js.api import StreamConfig
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -103,20 +99,9 @@ def prepare_partition(server: JetStreamServer, durable: str, messages: list[tupl
     asyncio.run(run())
 
 
-def healthz(status: StatusPage) -> tuple[int, Any]:
-    """(HTTP status, "ok" or the JSON document) of /healthz; (0, None) while the gateway does not answer."""
-    try:
-        with urllib.request.urlopen(f"http://{status.listen}/healthz", timeout=5) as resp:
-            return int(resp.status), resp.read().decode().strip()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), orjson.loads(exc.read())
-    except OSError:
-        return 0, None
-
-
 def nats_reasons(status: StatusPage) -> list[str]:
     """The /healthz reasons about the NATS input (empty while healthy or not answering)."""
-    code, body = healthz(status)
+    code, body = status.healthz()
     return [r for r in body["reasons"] if r.startswith("nats:")] if code == 503 else []
 
 
@@ -155,7 +140,7 @@ def test_nats_gauges_and_health_follow_the_server(tmp_path: Path) -> None:
         wait_for(lambda: nats_metric(status, "citygw_nats_connected", consumer=gw_id) == 1, 30, "connected")
         wait_for(lambda: nats_metric(status, "citygw_nats_acked_total") == len(messages), 30,
                  "every message acknowledged after the journal commit")
-        wait_for(lambda: healthz(status) == (200, "ok"), 30, "healthy once connected")
+        wait_for(lambda: status.healthz() == (200, "ok"), 30, "healthy once connected")
         text = status.metrics()
         # The predecessor's messages came again (after ack_wait): the only redeliveries.
         assert metric(text, "citygw_nats_redelivered_total", consumer=gw_id) == unacked
@@ -174,7 +159,7 @@ def test_nats_gauges_and_health_follow_the_server(tmp_path: Path) -> None:
         assert nats_metric(status, "citygw_nats_connected", consumer=gw_id) == 0
         assert status.status()["nats"]["connected"] is False
         server.restart()
-        wait_for(lambda: healthz(status) == (200, "ok"), 30, "healthy again after the server came back")
+        wait_for(lambda: status.healthz() == (200, "ok"), 30, "healthy again after the server came back")
         assert nats_metric(status, "citygw_nats_connected", consumer=gw_id) == 1
     finally:
         code = gateway.stop()

@@ -123,7 +123,7 @@ def test_unknown_citygw_override_is_reported(tmp_path: Path, capsys: pytest.Capt
 
 def test_no_input_is_warned_and_no_sink_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = _check(tmp_path, '[gateway]\nid = "x"\n', capsys)
-    assert code == 0 and "no input: no [[devices]] and no [[mqtt.routes]]" in out
+    assert code == 0 and "no input: no [[devices]], [[mqtt.routes]] or [[nats.routes]]" in out
     code, out = _check(tmp_path, DEVICE + "\n[local_store]\nenabled = false\n", capsys)
     assert code == 1
     assert f"{tmp_path / 'kit.toml'}:7: local_store.enabled: no sink:" in out

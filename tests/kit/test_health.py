@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 from devices import json_mapping
 from tests.feeds.mqtt_feed_support import validators
@@ -31,20 +27,9 @@ ingest_stall_after = "2s"
 """
 
 
-def healthz(status: StatusPage) -> tuple[int, Any]:
-    """(HTTP status, body: "ok" or the JSON document) of /healthz; (0, None) while the gateway is not up."""
-    try:
-        with urllib.request.urlopen(f"http://{status.listen}/healthz", timeout=5) as resp:
-            return int(resp.status), resp.read().decode().strip()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), orjson.loads(exc.read())
-    except OSError:
-        return 0, None
-
-
 def reasons_about(status: StatusPage, prefix: str) -> list[str]:
     """The /healthz reasons that start with `prefix` (empty while healthy)."""
-    code, body = healthz(status)
+    code, body = status.healthz()
     if code != 503:
         return []
     return [r for r in body["reasons"] if r.startswith(prefix)]
@@ -59,7 +44,7 @@ def test_broker_killed_makes_healthz_503_then_200_when_it_is_back(tmp_path: Path
     gateway = GatewayProcess(config, tmp_path / "gateway.log").start()
     try:
         wait_for(lambda: status.status().get("mqtt_connected"), 30, "the gateway connected")
-        assert healthz(status) == (200, "ok")
+        assert status.healthz() == (200, "ok")
         assert metric(status.metrics(), "citygw_healthy") == 1
         fresh_mosquitto.kill()
         reasons = wait_for(lambda: reasons_about(status, "mqtt:"), 30, "an MQTT reason")
@@ -67,7 +52,7 @@ def test_broker_killed_makes_healthz_503_then_200_when_it_is_back(tmp_path: Path
         assert any(r.startswith("mqtt:") for r in status.status()["health"])
         wait_for(lambda: metric(status.metrics(), "citygw_healthy") == 0, 10, "the gauge (set once a second)")
         fresh_mosquitto.restart()
-        wait_for(lambda: healthz(status) == (200, "ok"), 60, "healthy again after the broker came back")
+        wait_for(lambda: status.healthz() == (200, "ok"), 60, "healthy again after the broker came back")
     finally:
         code = gateway.stop()
     assert code == 0, gateway.log()
@@ -112,7 +97,7 @@ def test_sink_answering_401_is_a_reason_on_healthz_status_and_the_health_topic(
         for document in published():
             health_schema.validate(document)
         proxy.authorization = None  # credentials "fixed": the proxy forwards to influxd
-        wait_for(lambda: healthz(status) == (200, "ok"), 30, "healthy again after the sink recovered")
+        wait_for(lambda: status.healthz() == (200, "ok"), 30, "healthy again after the sink recovered")
         wait_for(lambda: published() and published()[-1]["healthy"], 30, "a healthy document")
         assert len(influx_v1.query("SELECT value FROM reading", db=db)) == 10
     finally:
@@ -141,7 +126,7 @@ def test_stalled_journal_makes_healthz_503_while_input_waits(tmp_path: Path, mos
     locker: sqlite3.Connection | None = None
     try:
         wait_for(lambda: status.status().get("mqtt_connected"), 30, "the gateway connected")
-        assert healthz(status) == (200, "ok")
+        assert status.healthz() == (200, "ok")
         # Another process holds the journal's write lock: the ingest thread's commit waits (busy timeout).
         locker = sqlite3.connect(tmp_path / "data" / "journal.sqlite", isolation_level=None, timeout=30)
         locker.execute("BEGIN IMMEDIATE")
@@ -152,7 +137,7 @@ def test_stalled_journal_makes_healthz_503_while_input_waits(tmp_path: Path, mos
         assert "nothing committed to the journal" in reasons[0] and "ingest_stall_after = 2 s" in reasons[0]
         wait_for(lambda: "unhealthy: ingest:" in gateway.log(), 10, "the stall logged (checked once a second)")
         locker.execute("ROLLBACK")
-        wait_for(lambda: healthz(status) == (200, "ok"), 30, "healthy again after the lock was released")
+        wait_for(lambda: status.healthz() == (200, "ok"), 30, "healthy again after the lock was released")
         wait_for(lambda: "healthy again" in gateway.log(), 10, "the recovery logged")
         wait_for(lambda: status.status().get("accepted") == 5, 30, "the 5 readings journaled after the stall")
     finally:
@@ -175,7 +160,7 @@ def test_journal_at_its_cap_is_a_reason(tmp_path: Path, mosquitto: Mosquitto, fr
     base = (time.time_ns() // S - 3 * 3600) * S
     try:
         wait_for(lambda: status.status().get("mqtt_connected"), 30, "the gateway connected")
-        assert healthz(status) == (200, "ok")
+        assert status.healthz() == (200, "ok")
         publish_all(mosquitto.port, [(f"{gw_id}/hc-1/json", json_mapping.encode("hc-1", base + i * S,
                                                                                 {"noise_laeq": 40 + i % 30}))
                                      for i in range(3000)])
@@ -202,7 +187,7 @@ def test_every_device_unavailable_is_a_reason(tmp_path: Path, mosquitto: Mosquit
         # One device producing again is enough: the other one's state is on the page, not a gateway fault.
         publish_all(mosquitto.port, [(f"{gw_id}/hd-2/json", json_mapping.encode("hd-2", time.time_ns(),
                                                                                 {"pm10": 5.0}))])
-        wait_for(lambda: healthz(status) == (200, "ok"), 30, "healthy once a device is heard")
+        wait_for(lambda: status.healthz() == (200, "ok"), 30, "healthy once a device is heard")
         assert next(d for d in status.status()["devices"] if d["id"] == "pm-1")["state"] == "unavailable"
     finally:
         code = gateway.stop()

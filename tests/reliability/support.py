@@ -56,6 +56,16 @@ class StatusPage:
             return {}
         return data
 
+    def healthz(self) -> tuple[int, Any]:
+        """(HTTP status, body: "ok" or the JSON document) of /healthz; (0, None) while the gateway is not up."""
+        try:
+            with urllib.request.urlopen(f"http://{self.listen}/healthz", timeout=5) as resp:
+                return int(resp.status), resp.read().decode().strip()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), orjson.loads(exc.read())
+        except OSError:
+            return 0, None
+
     def metrics(self) -> str:
         """/metrics as text, or "" while the gateway is not up."""
         try:
