@@ -81,6 +81,28 @@ def consumer_config(o: NatsOptions) -> ConsumerConfig:
         max_deliver=-1)  # never give a message up: a journal that cannot commit only delays it
 
 
+async def bind_consumer(nc: NatsClient, o: NatsOptions) -> tuple[nats.js.JetStreamContext.PullSubscription,
+                                                                   ConsumerInfo]:
+    """Create the durable consumer if it is missing (idempotent with the same config), then bind it."""
+    js = nc.jetstream(timeout=10)
+    try:
+        info = await js.consumer_info(o.stream, o.durable)
+    except nats.js.errors.NotFoundError:
+        info = await js.add_consumer(o.stream, consumer_config(o))
+        log.info("NATS: created durable consumer %r on stream %r for %r", o.durable, o.stream, o.subject)
+    if info.config.filter_subject != o.subject:
+        raise nats.js.errors.Error(
+            description=f"durable consumer {o.durable!r} on stream {o.stream!r} filters "
+                        f"{info.config.filter_subject!r}, not {o.subject!r}: give this partition its own "
+                        "durable name, or delete the old consumer (nats consumer rm)")
+    kept = info.config
+    if (kept.ack_wait, kept.max_ack_pending) != (o.ack_wait_s, o.max_ack_pending):
+        log.warning("NATS: durable consumer %r keeps ack_wait %ss and max_ack_pending %s from when it was "
+                    "created (configured: %ss, %s); change them on the cluster (nats consumer edit)",
+                    o.durable, kept.ack_wait, kept.max_ack_pending, o.ack_wait_s, o.max_ack_pending)
+    return await js.pull_subscribe_bind(durable=o.durable, stream=o.stream), info
+
+
 def subject_to_topic(subject: str) -> str:
     """The MQTT topic of a NATS subject, as NATS's MQTT listener maps them: `.` is `/`, and `//` is `.`."""
     return "/".join(token.replace("//", ".") for token in subject.split("."))
@@ -127,6 +149,7 @@ class NatsSource:
         self._ack_tasks: set[asyncio.Future[None]] = set()
         self._room = asyncio.Event()  # created again in the loop (bound to it on first use)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None  # _main, for stop() to cancel a connection attempt
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_ns = 0
@@ -141,16 +164,25 @@ class NatsSource:
     def stop(self) -> None:
         """Stop fetching and close the connection (unacknowledged messages stay with the consumer)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=FETCH_TIMEOUT_S + 10)
-            if self._thread.is_alive():
-                log.warning("NATS input thread did not stop in time; leaving it")
+        if self._thread is None:
+            return
+        self._thread.join(timeout=FETCH_TIMEOUT_S + 2)  # a fetch returns within FETCH_TIMEOUT_S
+        loop, task = self._loop, self._task
+        if self._thread.is_alive() and loop is not None and task is not None:
+            # Still connecting (nats-py goes round the servers for ever while none answers): cancel it.
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(task.cancel)
+            self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            log.warning("NATS input thread did not stop in time; leaving it")
 
     def _run(self) -> None:
-        asyncio.run(self._main())
+        with contextlib.suppress(asyncio.CancelledError):  # stop() cancelled a connection attempt
+            asyncio.run(self._main())
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
         self._room = asyncio.Event()
         self._room.set()
         self._in_flight = 0  # a restarted loop: acks owed to the old one were skipped, the messages come again
@@ -174,7 +206,7 @@ class NatsSource:
                 if not self._stop.is_set():
                     await asyncio.sleep(backoff.next_delay())
         finally:
-            self._loop = None
+            self._loop = self._task = None
 
     # -- connection and consumer ---------------------------------------------------------------------------
 
@@ -203,28 +235,11 @@ class NatsSource:
         return nc
 
     async def _bind(self, nc: NatsClient) -> nats.js.JetStreamContext.PullSubscription:
-        """Create the durable consumer if it is missing (idempotent with the same config), then bind it."""
-        o = self.opts
-        js = nc.jetstream(timeout=10)
-        try:
-            info = await js.consumer_info(o.stream, o.durable)
-        except nats.js.errors.NotFoundError:
-            info = await js.add_consumer(o.stream, consumer_config(o))
-            log.info("NATS: created durable consumer %r on stream %r for %r", o.durable, o.stream, o.subject)
-        if info.config.filter_subject != o.subject:
-            raise nats.js.errors.Error(
-                description=f"durable consumer {o.durable!r} on stream {o.stream!r} filters "
-                            f"{info.config.filter_subject!r}, not {o.subject!r}: give this partition its own "
-                            "durable name, or delete the old consumer (nats consumer rm)")
-        kept = info.config
-        if (kept.ack_wait, kept.max_ack_pending) != (o.ack_wait_s, o.max_ack_pending):
-            log.warning("NATS: durable consumer %r keeps ack_wait %ss and max_ack_pending %s from when it was "
-                        "created (configured: %ss, %s); change them on the cluster (nats consumer edit)",
-                        o.durable, kept.ack_wait, kept.max_ack_pending, o.ack_wait_s, o.max_ack_pending)
-        sub = await js.pull_subscribe_bind(durable=o.durable, stream=o.stream)
+        """Bind the partition's durable consumer (bind_consumer) and say so."""
+        sub, info = await bind_consumer(nc, self.opts)
         url = nc.connected_url.netloc if nc.connected_url else "?"
         log.info("connected to NATS %s: stream %r, durable consumer %r (%s), %d message(s) pending", url,
-                 o.stream, o.durable, o.subject, info.num_pending)
+                 self.opts.stream, self.opts.durable, self.opts.subject, info.num_pending)
         self.pending = info.num_pending
         self._set_connected(True, url)
         return sub
