@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
@@ -14,7 +15,7 @@ __all__ = ["METER_MEMORY_DAYS", "MeterCalculator"]
 METER_MEMORY_DAYS: Final = 7  # a meter silent this long leaves the default per-capita set
 
 
-class MeterCalculator(GroupCalculator):
+class MeterCalculator(GroupCalculator, ABC):
     """Daily consumption per meter of `quantity`, summed over the kit's meters per inhabitant."""
 
     quantity: ClassVar[str]  # the cumulative meter quantity (hourly window headline = consumption)
@@ -26,13 +27,13 @@ class MeterCalculator(GroupCalculator):
         super().__init__(ctx)
         self._seen: dict[str, int] = {}  # meter -> the last hour it reported
 
+    @abstractmethod
     def configured_meters(self) -> list[str]:
         """The meters the config names for the per-capita sum (empty: every meter heard in the last week)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def per_capita_value(self, total: float, population: int) -> float:
         """One day's consumption `total` per inhabitant, in the per-capita series' unit."""
-        raise NotImplementedError
 
     def device_day(self, device: str, present: set[str], d0: int, d1: int) -> list[KpiPoint]:
         """Further series of one device's day, after its consumption."""

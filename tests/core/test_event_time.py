@@ -261,6 +261,12 @@ def test_pipeline_reports_a_device_an_hour_behind_and_one_an_hour_ahead(tmp_path
     assert metric(text, "citygw_device_clock_offset_seconds", device="ahead-1") == -3600.0
 
 
+def _delivering_pipeline(path: Path, clock: Clock) -> Pipeline:
+    """1-minute windows, grace 1 s, and a sink named "influx" (so housekeeping trims what it delivered)."""
+    engine = WindowEngine([WindowSpec.parse("1m")], grace_ns=1 * S)
+    return Pipeline(Journal(path), engine, Metrics(), clock_ns=clock, sink_names=("influx",))
+
+
 def test_a_trim_between_closing_and_committing_keeps_what_the_restart_replays(tmp_path: Path) -> None:
     """A crash after windows closed in memory but before their KPI points committed rebuilds them whole.
 
@@ -270,11 +276,7 @@ def test_a_trim_between_closing_and_committing_keeps_what_the_restart_replays(tm
     clock = Clock(T0 + 200 * S)
     path = tmp_path / "j.sqlite"
 
-    def pipeline() -> Pipeline:
-        engine = WindowEngine([WindowSpec.parse("1m")], grace_ns=1 * S)
-        return Pipeline(Journal(path), engine, Metrics(), clock_ns=clock, sink_names=("influx",))
-
-    first = pipeline()
+    first = _delivering_pipeline(path, clock)
     first.rebuild()
     for offset in (0, 30, 62):  # a device's queued uplinks, 3 minutes old, one after the other
         first.process([([Reading(f"lora-{d}", "pm2_5", float(offset), "ug/m3", T0 + offset * S)
@@ -283,7 +285,7 @@ def test_a_trim_between_closing_and_committing_keeps_what_the_restart_replays(tm
     assert first.engine.advance_sources(clock.now, 5 * S)  # the tick's first half: closed in memory...
     first.housekeeping()  # ...when housekeeping trims...
     first.journal.close()  # ...and the process dies before the tick commits
-    second = pipeline()
+    second = _delivering_pipeline(path, clock)
     second.rebuild()
     points: list[KpiPoint] = []
     second.on_kpis = points.extend
@@ -302,11 +304,7 @@ def test_a_device_first_heard_after_the_last_commit_is_rebuilt_whole(tmp_path: P
     clock = Clock(T0 + 200 * S)
     path = tmp_path / "j.sqlite"
 
-    def pipeline() -> Pipeline:
-        engine = WindowEngine([WindowSpec.parse("1m")], grace_ns=1 * S)
-        return Pipeline(Journal(path), engine, Metrics(), clock_ns=clock, sink_names=("influx",))
-
-    first = pipeline()
+    first = _delivering_pipeline(path, clock)
     first.rebuild()
     for offset in (0, 30, 62):  # one device's queued uplinks close its first window: horizons committed
         first.process([([Reading("lora-1", "pm2_5", float(offset), "ug/m3", T0 + offset * S)], None)])
@@ -317,7 +315,7 @@ def test_a_device_first_heard_after_the_last_commit_is_rebuilt_whole(tmp_path: P
     first.journal.set_cursor("influx", first.journal.last_seq())
     first.housekeeping()  # the trim must keep them too
     first.journal.close()  # the crash
-    second = pipeline()
+    second = _delivering_pipeline(path, clock)
     second.rebuild()
     points: list[KpiPoint] = []
     second.on_kpis = points.extend
