@@ -13,24 +13,30 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from functools import partial
-from itertools import islice, repeat
-from operator import itemgetter
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import orjson
 
 from aggregators.kpi import KpiPoint
 from devices.reading import Reading
+from gateway.journal_packs import (
+    KIND_KPI,
+    KIND_READING,
+    PACK_MIN,
+    Entry,
+    EntryBatch,
+    Pack,
+    pack,
+    pack_rows,
+    tags_json,
+    unpack,
+)
 
 __all__ = ["KIND_KPI", "KIND_READING", "PACK_COLUMNS", "Entry", "Journal", "WriteFailure", "entry_row_at",
            "expand_rows", "is_disk_full", "wal_budget"]
 
 log = logging.getLogger("citygw.journal")
-
-KIND_READING = 0
-KIND_KPI = 1
 
 Synchronous = Literal["off", "normal", "full"]
 
@@ -122,7 +128,7 @@ CREATE TABLE IF NOT EXISTS entries (
     extra TEXT,                             -- KPI: JSON {window, end_ns, fields, valid}
     n INTEGER,                              -- a pack: how many readings it holds (NULL: one entry)
     ts_max INTEGER,                         -- a pack: its newest event time (ts is its oldest)
-    pack BLOB                               -- a pack: its readings as columns (see _pack)
+    pack BLOB                               -- a pack: its readings as columns (see journal_packs.py)
 );
 CREATE INDEX IF NOT EXISTS entries_kind_ts ON entries(kind, ts);  -- rebuild of open windows; KPI-only sinks
 CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL);
@@ -145,89 +151,7 @@ _INSERT_PACK = (
 # The columns a reader selects to see every entry, packed or not (`expand_rows` takes rows of these).
 PACK_COLUMNS = "seq, kind, ts, device_id, quantity, unit, value, tags, quality, extra, n, pack"
 
-# Packs. A batch of readings appended at once is ONE row: its seq is the seq of its LAST reading, `n` says how
-# many it holds, so its readings have the seqs seq-n+1 .. seq (AUTOINCREMENT never hands those out again).
-# Sinks, cursors and dead letters keep counting single entries: `read_after` unpacks, and a cursor may stop
-# inside a pack. `ts` is the pack's oldest event time and `ts_max` its newest. The blob is a version byte (1)
-# and then an orjson object of columns: `series`, the distinct [device_id, quantity, unit, tags JSON, quality]
-# of the batch; `s`, each reading's index into it; `value` and `ts`, one per reading. One row instead of one
-# row and one index entry per reading, and strings decoded once per series, are what make the append and the
-# sinks' read cheap per reading (bench/hotpath.py). A journal written before packs existed gets the three
-# columns on open; its rows read as before. A citygw from before packs cannot read a journal with packs.
-_PACK_V1 = b"\x01"
-_PACK_MIN = 2  # a batch of one reading stays a plain row
-
-
-class Entry(NamedTuple):
-    """One journal row as sinks see it (a tuple: sinks read hundreds of thousands of these a second)."""
-
-    seq: int
-    kind: int
-    ts: int
-    device_id: str
-    quantity: str
-    unit: str
-    value: float
-    tags_json: str  # kept as stored: sinks that format line protocol cache by it instead of parsing it
-    quality: str
-    extra: dict[str, Any] | None
-
-    @property
-    def tags(self) -> dict[str, str]:
-        """The entry's tags (parsed on each access)."""
-        return orjson.loads(self.tags_json) if self.tags_json != "{}" else {}
-
-    def as_kpi(self) -> KpiPoint:
-        """Rebuild the KPI point of a KIND_KPI entry."""
-        extra = self.extra or {}
-        return KpiPoint(
-            name=self.quantity,
-            device_id=self.device_id,
-            window=extra.get("window", ""),
-            start_ns=self.ts,
-            end_ns=int(extra.get("end_ns", self.ts)),
-            unit=self.unit,
-            value=self.value,
-            fields=extra.get("fields", {}),
-            tags=self.tags,
-            valid=bool(extra.get("valid", True)),
-        )
-
-
-def _tags_json(tags: Any) -> str:
-    if not tags:
-        return "{}"
-    return orjson.dumps(dict(tags), option=orjson.OPT_SORT_KEYS).decode()
-
-
-def _pack(readings: Sequence[Reading]) -> tuple[int, int, bytes]:
-    """(oldest ts, newest ts, blob) of a batch of readings (at least two)."""
-    index: dict[tuple[str, str, str, str, str], int] = {}
-    of_series = index.setdefault
-    # Each reading's series (device, quantity, unit, tags, quality) as an index into a table of them: a batch
-    # has few series, and strings decoded once per series, not once per reading, are what makes reading it cheap.
-    series = [of_series((r.device_id, r.quantity, r.unit, _tags_json(r.tags) if r.tags else "{}", r.quality),
-                        len(index)) for r in readings]
-    ts = [r.ts for r in readings]
-    # float(): the REAL column made every value a float; a decoder's int (a count) or numpy.float64 (which
-    # orjson refuses) must come back as the same float from a pack.
-    columns = {"series": list(index), "s": series, "value": [float(r.value) for r in readings], "ts": ts}
-    return min(ts), max(ts), _PACK_V1 + orjson.dumps(columns)
-
-
-def _pack_rows(last: int, n: int, blob: bytes) -> Iterable[tuple[Any, ...]]:
-    """The entry rows (seq, kind, ts, device_id, quantity, unit, value, tags, quality, extra) of one pack."""
-    if blob[:1] != _PACK_V1:
-        raise sqlite3.DatabaseError(f"journal pack of unknown version {blob[:1]!r} (written by a newer citygw?)")
-    c = orjson.loads(blob[1:])
-    pick = itemgetter(*c["s"])  # n >= 2 indexes: a tuple of the n items
-    devices, quantities, units, tags, qualities = zip(*c["series"], strict=True)
-    return zip(range(last - n + 1, last + 1), repeat(KIND_READING, n), c["ts"], pick(devices), pick(quantities),
-               pick(units), c["value"], pick(tags), pick(qualities), repeat(None, n), strict=True)
-
-
-# A pack's rows have exactly Entry's fields: tuple.__new__ skips _make's Python-level length check (half the cost).
-_new_entry = partial(tuple.__new__, Entry)
+# Packs (one row per appended batch of readings) are described in gateway/journal_packs.py.
 
 
 def expand_rows(rows: Iterable[Sequence[Any]], after: int = 0) -> Iterator[tuple[Any, ...]]:
@@ -237,8 +161,8 @@ def expand_rows(rows: Iterable[Sequence[Any]], after: int = 0) -> Iterator[tuple
         if r[11] is None:
             yield tuple(r[:10])
         else:
-            entries = _pack_rows(r[0], r[10], r[11])
-            yield from (islice(entries, after - (r[0] - r[10]), None) if r[0] - r[10] < after else entries)
+            p = unpack(r[0], r[10], r[11])
+            yield from pack_rows(p, max(0, after - p.first_seq + 1))
 
 
 def entry_row_at(db: sqlite3.Connection, seq: int) -> tuple[Any, ...] | None:
@@ -251,7 +175,7 @@ def entry_row_at(db: sqlite3.Connection, seq: int) -> tuple[Any, ...] | None:
 
 def reading_row(r: Reading) -> tuple[Any, ...]:
     """The journal row of a reading."""
-    return (KIND_READING, r.ts, r.device_id, r.quantity, r.unit, r.value, _tags_json(r.tags), r.quality, None)
+    return (KIND_READING, r.ts, r.device_id, r.quantity, r.unit, r.value, tags_json(r.tags), r.quality, None)
 
 
 def kpi_row(p: KpiPoint) -> tuple[Any, ...]:
@@ -260,7 +184,7 @@ def kpi_row(p: KpiPoint) -> tuple[Any, ...]:
         {"window": p.window, "end_ns": p.end_ns, "fields": dict(p.fields), "valid": p.valid},
         option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY,
     ).decode()
-    return (KIND_KPI, p.start_ns, p.device_id, p.name, p.unit, p.value, _tags_json(p.tags), "good", extra)
+    return (KIND_KPI, p.start_ns, p.device_id, p.name, p.unit, p.value, tags_json(p.tags), "good", extra)
 
 
 class _JournalUpkeep:
@@ -424,8 +348,8 @@ class Journal(_JournalUpkeep):
         self.max_bytes = max_bytes
         self.wal_budget = wal_budget(max_bytes)
         self._lock = threading.Lock()
-        # The last pack a read stopped inside of, as entries (seq of its row, entries): the next read starts there.
-        self._unpacked: tuple[int, list[Entry]] = (0, [])
+        # The last pack a read stopped inside of: the next read starts there.
+        self._unpacked = Pack(0, [], [], [], [])
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._open(synchronous)
 
@@ -491,9 +415,9 @@ class Journal(_JournalUpkeep):
                meta: dict[str, str] | None = None) -> int:
         """Durably append readings and KPI points (and meta updates) in ONE transaction; returns the last seq.
 
-        Two or more readings become one pack (see _PACK_V1): one row, whatever their number.
+        Two or more readings become one pack (gateway/journal_packs.py): one row, whatever their number.
         """
-        packed = _pack(readings) if len(readings) >= _PACK_MIN else None
+        packed = pack(readings) if len(readings) >= PACK_MIN else None
         rows = [reading_row(r) for r in readings] if packed is None else []
         rows.extend(kpi_row(p) for p in kpis)
         with self._lock:
@@ -537,33 +461,30 @@ class Journal(_JournalUpkeep):
             row = self._db.execute("SELECT seq FROM cursors WHERE sink=?", (sink,)).fetchone()
         return int(row[0]) if row else 0
 
-    def read_after(self, seq: int, limit: int, kind: int | None = None) -> list[Entry]:
+    def read_after(self, seq: int, limit: int, kind: int | None = None) -> EntryBatch:
         """Up to `limit` entries after `seq`, oldest first (only of `kind` when given)."""
         # A row holds at least one entry, so `limit` rows hold at least `limit` entries.
         sql = (f"SELECT {PACK_COLUMNS} FROM entries WHERE seq > ?" + (" AND kind = ?" if kind is not None else "")
                + " ORDER BY seq LIMIT ?")
         loads = orjson.loads
         make = Entry._make  # a reading's row (no extra) becomes its Entry as is: half the cost per row
-        out: list[Entry] = []
+        out = EntryBatch()
         with self._lock:
             # Rows one at a time (the cursor steps through them): `limit` rows may hold far more than `limit`
             # entries, so reading stops as soon as there are enough.
             for r in self._db.execute(sql, (seq, kind, limit) if kind is not None else (seq, limit)):
                 if r[11] is not None:
-                    first = r[0] - r[10] + 1
-                    if self._unpacked[0] == r[0]:
-                        entries = self._unpacked[1]
-                    else:
-                        entries = list(map(_new_entry, _pack_rows(r[0], r[10], r[11])))
-                    out.extend(entries[seq - first + 1:] if first <= seq else entries)
-                    if len(out) > limit:  # the next read starts inside this pack: keep it unpacked for that one
-                        self._unpacked = (r[0], entries)
+                    p = self._unpacked if self._unpacked.first_seq == r[0] - r[10] + 1 else unpack(r[0], r[10], r[11])
+                    start = max(0, seq - p.first_seq + 1)
+                    stop = min(r[10], start + limit - len(out))
+                    out.add_pack(p, start, stop)
+                    if stop < r[10]:  # the next read starts inside this pack: keep it unpacked for that one
+                        self._unpacked = p
                 elif r[9] is None:
-                    out.append(make(r[:10]))
+                    out.add(make(r[:10]))
                 else:
-                    out.append(Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], loads(r[9])))
+                    out.add(Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], loads(r[9])))
                 if len(out) >= limit:
-                    del out[limit:]
                     break
         return out
 

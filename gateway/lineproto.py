@@ -10,10 +10,10 @@ after a crash is idempotent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from devices.line_protocol import format_value
-from gateway.journal import KIND_KPI, Entry
+from gateway.journal_packs import KIND_KPI, KIND_READING, Entry, EntryBatch
 
 __all__ = ["entry_line", "entry_lines", "escape_key", "escape_tag"]
 
@@ -80,6 +80,24 @@ def entry_line(e: Entry, gateway: str = "") -> str:
 
 def entry_lines(entries: Sequence[Entry], gateway: str = "") -> list[str]:
     """The lines of a batch of entries (as `entry_line` gives them, one per entry), formatted a batch at once."""
+    if not isinstance(entries, EntryBatch):
+        return _lines_of(entries, gateway)
+    lines: list[str] = []
+    for part in entries.parts:
+        if isinstance(part, list):
+            lines.extend(_lines_of(part, gateway))
+            continue
+        # A pack's readings, straight from its columns: the prefix once per series of the pack, then per reading
+        # one f-string (the values are floats already: packs store them so).
+        p, start, stop = part
+        prefixes = [_reading_prefix(Entry(0, KIND_READING, 0, d, q, u, 0.0, t, k, None), gateway)
+                    for d, q, u, t, k in p.series]
+        lines.extend([f"{prefixes[s]}{v!r} {t}"
+                      for s, v, t in zip(p.s[start:stop], p.value[start:stop], p.ts[start:stop], strict=True)])
+    return lines
+
+
+def _lines_of(entries: Iterable[Entry], gateway: str) -> list[str]:
     # Per batch: the prefix of each series looked up once in the shared cache, then in a local dict; per reading
     # only the tuple key, one dict lookup and the f-string. No call per entry.
     prefixes: dict[tuple[str, str, str, str, str], str] = {}

@@ -96,3 +96,11 @@ def test_a_batch_formats_as_its_entries_do(tmp_path: Path) -> None:
     assert len(entries) == 26
     for gateway in ("", "kit 7"):
         assert entry_lines(entries, gateway) == [entry_line(e, gateway) for e in entries]
+    # Reads that start and stop inside the pack: the pack's columns are formatted only from the cursor on.
+    for after, limit in ((3, 10), (0, 1), (23, 2), (24, 5), (10, 100)):
+        part = j.read_after(after, limit)
+        first, last = part[0], part[-1]  # built alone, before the batch is ever materialized
+        assert [e.seq for e in part] == list(range(after + 1, min(26, after + limit) + 1))
+        every = list(part)
+        assert (first, last) == (every[0], every[-1])
+        assert entry_lines(part, "kit 7") == [entry_line(e, "kit 7") for e in part]
