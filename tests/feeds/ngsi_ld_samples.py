@@ -68,6 +68,6 @@ def journal_entries(tmp: Path, points: list[KpiPoint]) -> list[Entry]:
     journal = Journal(tmp / "journal.sqlite")
     try:
         journal.append(kpis=points)
-        return journal.read_after(0, 10_000)
+        return list(journal.read_after(0, 10_000))
     finally:
         journal.close()
