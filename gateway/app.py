@@ -77,7 +77,7 @@ class Gateway:
             # overwrites the same points; the local store may repeat lines; see docs/reliability.md).
             Delivery(sink, Journal(s.journal_path, "normal"), self.metrics,
                      batch_size=self._batch_size(sink), flush_interval_s=self._flush_interval(sink),
-                     start_thread=self.supervisor.start)
+                     linger_s=self._linger(sink), start_thread=self.supervisor.start)
             for sink in self.sinks
         ]
         self.pipeline = Pipeline(
@@ -161,6 +161,10 @@ class Gateway:
     def _flush_interval(self, sink: Sink) -> float:
         cfg = self._influx_cfg(sink)
         return cfg.flush_interval if cfg else float(getattr(sink, "flush_interval_s", 1.0))
+
+    def _linger(self, sink: Sink) -> float:
+        cfg = self._influx_cfg(sink)
+        return cfg.linger if cfg else 0.0  # feeds and the local store go at once: their readers watch live
 
     def _build_transports(self) -> list[Transport]:
         s = self.settings

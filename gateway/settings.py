@@ -376,6 +376,9 @@ class InfluxSection(_Section):
     verify_tls: bool = True
     batch_size: int = Field(5000, gt=0)
     flush_interval: Duration = 1.0
+    # While readings keep coming, a write that did not fill its batch is followed by the next one only this
+    # long after it: fewer, larger writes (influxd fsyncs its WAL once per write request); 0 writes at once.
+    linger: Duration = 0.2
     timeout: Duration = 10.0
     gzip: bool = True
     create_database: bool = False  # v1: CREATE DATABASE when the server says it is missing

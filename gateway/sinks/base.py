@@ -63,13 +63,17 @@ class Delivery:
     def __init__(self, sink: Sink, journal: Journal, metrics: Metrics, batch_size: int = 5000,
                  flush_interval_s: float = 1.0, backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
                  cursor_persist_s: float = 1.0, isolate_after: int = 3, dead_letter_after: int = 5,
-                 start_thread: ThreadStarter = plain_thread) -> None:
+                 linger_s: float = 0.0, start_thread: ThreadStarter = plain_thread) -> None:
         self.sink = sink
         self.journal = journal
         self.metrics = metrics
         self.start_thread = start_thread  # the gateway's supervisor restarts a delivery thread that crashes
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
+        # After a write that did not fill a batch, the next one waits until `linger_s` after it: while entries
+        # keep coming, writes are fewer and larger (InfluxDB fsyncs its WAL once per write), and an entry waits
+        # at most that long more. The first entry after a quiet spell goes at once.
+        self.linger_s = linger_s
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self._backoff = Backoff(backoff_initial_s, 2.0, backoff_max_s, jitter=(0.5, 1.5))
@@ -134,7 +138,11 @@ class Delivery:
         cursor = self.cursor
         self._backoff.reset()
         limit = self.batch_size
+        partial_at = float("-inf")  # when the last write that did not fill its batch ended
         while not self._stop.is_set():
+            pause = partial_at + self.linger_s - time.monotonic()
+            if pause > 0 and self._stop.wait(pause):
+                break
             last = self.journal.last_seq()  # read first: anything committed later is read next round
             self.metrics.sink_lag.labels(self.sink.name).set(max(0, last - cursor))
             wanted = entries = self.journal.read_after(cursor, limit, self.sink.only_kind)
@@ -164,6 +172,7 @@ class Delivery:
                 cursor = self.cursor
                 continue
             self._refusals.succeeded(time.monotonic(), clear=True)
+            partial_at = time.monotonic() if len(entries) < limit else float("-inf")
             cursor = self.cursor = entries[-1].seq
             self._persist_cursor()
             self.delivered += len(wanted)

@@ -4,16 +4,20 @@ commas, equals signs, quotes, backslashes and unicode), and the sinks classify s
 from __future__ import annotations
 
 import time
+import urllib.request
 from pathlib import Path
 
+import orjson
 import pytest
 
 from aggregators.kpi import KpiPoint
 from devices.reading import Reading
 from gateway.journal import Entry, Journal, reading_row
 from gateway.lineproto import entry_line, entry_lines
-from gateway.sinks.base import Action, SinkError
+from gateway.metrics import Metrics
+from gateway.sinks.base import Action, Delivery, SinkError
 from gateway.sinks.influx import InfluxV1Sink, InfluxV2Sink
+from tests.integration.helpers import wait_for
 from tests.servers import InfluxV1, VictoriaMetrics
 
 T0 = 1_767_225_600_000_000_000
@@ -104,3 +108,38 @@ def test_a_batch_formats_as_its_entries_do(tmp_path: Path) -> None:
         every = list(part)
         assert (first, last) == (every[0], every[-1])
         assert entry_lines(part, "kit 7") == [entry_line(e, "kit 7") for e in part]
+
+
+def _write_requests(influx: InfluxV1) -> int:
+    """Write requests influxd has answered since it started (its httpd statistics)."""
+    with urllib.request.urlopen(f"{influx.url}/debug/vars", timeout=10) as resp:
+        stats = orjson.loads(resp.read())
+    return sum(int(v["values"].get("writeReq", 0)) for k, v in stats.items() if k.startswith("httpd"))
+
+
+def test_linger_makes_fewer_larger_writes_while_readings_keep_coming(tmp_path: Path, influx_v1: InfluxV1) -> None:
+    """A reading appended every 10 ms for 1.5 s, the sink woken after each (as the pipeline does): with a linger of
+    0.5 s, a write that did not fill its batch is followed by the next only 0.5 s later, so a handful of writes
+    carry all 150 readings (without it, about one write per append)."""
+    db = f"linger_{time.time_ns() % 10**8}"
+    influx_v1.create_database(db)
+    journal = Journal(tmp_path / "j.sqlite")
+    delivery = Delivery(InfluxV1Sink("influx", influx_v1.url, db), Journal(tmp_path / "j.sqlite"), Metrics(),
+                        flush_interval_s=5.0, linger_s=0.5)
+    delivery.start()
+    try:
+        before = _write_requests(influx_v1)
+        started = time.monotonic()
+        for i in range(150):
+            journal.append([Reading("dev-1", "pm2_5", float(i), "ug/m3", T0 + i * 10**9)])
+            delivery.wake.set()
+            time.sleep(0.01)
+        appending_s = time.monotonic() - started  # 1.5 s, more on a loaded machine
+        wait_for(lambda: len(influx_v1.query("SELECT value FROM reading", db=db)) == 150, 30, "150 readings")
+        writes = _write_requests(influx_v1) - before
+        # One write at the first append, then at most one per 0.5 s while appends go on, and the last one after.
+        assert writes <= 2 + appending_s / 0.5, f"{writes} writes in {appending_s:.1f} s of appends"
+    finally:
+        delivery.stop()
+        delivery.journal.close()
+        journal.close()
