@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -31,6 +32,19 @@ INFLUXDB_NODES_VERSION = "0.7"
 def pin(cmd: list[str], core: int = 1) -> list[str]:
     """Prefix a command with taskset when available (every consumer runs on one core, as on a small board)."""
     return ["taskset", "-c", str(core), *cmd] if shutil.which("taskset") else cmd
+
+
+def keep_off_consumer_core(pid: int, core: int = 0) -> None:
+    """Move every thread of a process (the broker, influxd, the bench itself) onto `core`, away from the
+    consumer's: what the bench measures with (count queries cost influxd tens of ms each) then never takes the
+    core it measures. Threads started later inherit the mask of the thread that starts them."""
+    if not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2:
+        return
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), {core})
+        except (ProcessLookupError, PermissionError):
+            continue  # a thread that has just exited
 
 
 def install_node_red(cache: Path = PEERS_DIR) -> Path:
