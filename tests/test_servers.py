@@ -81,8 +81,8 @@ class Probe:
 
     def close(self) -> None:
         """Disconnect and stop the loop thread."""
-        self.client.disconnect()
         self.client.loop_stop()
+        self.client.disconnect()
 
 
 @pytest.fixture

@@ -31,8 +31,8 @@ def _publish(port: int, messages: list[tuple[str, bytes]], retain: bool = True) 
         for info in [client.publish(topic, payload, qos=1, retain=retain) for topic, payload in messages]:
             info.wait_for_publish(timeout=10)
     finally:
-        client.disconnect()
         client.loop_stop()
+        client.disconnect()
 
 
 async def _until(predicate: Callable[[], bool], seconds: float, what: str) -> None:

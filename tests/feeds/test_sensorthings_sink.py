@@ -234,8 +234,8 @@ class _Collector:
             return list(self.messages)
 
     def close(self) -> None:
-        self.client.disconnect()
         self.client.loop_stop()
+        self.client.disconnect()
 
 
 def test_mqtt_transport_publishes_observations_the_server_accepts(tmp_path: Path, sta: SensorThingsServer,

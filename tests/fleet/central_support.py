@@ -41,8 +41,8 @@ def publish_uplinks(port: int, messages: list[tuple[str, bytes]], inflight: int 
             info.wait_for_publish(max(0.1, deadline - time.monotonic()))
             assert info.is_published(), f"the broker on port {port} did not acknowledge every uplink"
     finally:
-        c.disconnect()
         c.loop_stop()
+        c.disconnect()
 
 
 def central_config(path: Path, gw_id: str, broker: Mosquitto, influx: InfluxV1, db: str, topic: str) -> Path:

@@ -86,8 +86,8 @@ class _PartitionConsumer:
     def close(self) -> None:
         """Disconnect cleanly."""
         if self.client is not None:
-            self.client.disconnect()
             self.client.loop_stop()
+            self.client.disconnect()
             self.client = None
 
     def unique(self) -> set[tuple[str, int]]:

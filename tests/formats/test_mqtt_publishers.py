@@ -102,8 +102,8 @@ class _Collector:
             return list(self.messages)
 
     def close(self) -> None:
-        self.client.disconnect()
         self.client.loop_stop()
+        self.client.disconnect()
 
 
 def test_publisher_round_trip_with_faults(mosquitto: Mosquitto) -> None:

@@ -46,8 +46,8 @@ def _publish(port: int, items: list[tuple[str, bytes]]) -> None:
             info.wait_for_publish(timeout=30)
         assert all(info.is_published() for info in infos)
     finally:
-        pub.disconnect()
         pub.loop_stop()
+        pub.disconnect()
 
 
 def _message(device: str, i: int) -> tuple[str, bytes]:

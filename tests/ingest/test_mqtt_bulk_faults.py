@@ -44,8 +44,8 @@ def test_tls_with_password_and_a_wrong_password(mosquitto_tls: Mosquitto, caplog
         wait_for(lambda: got.count() >= 500, 15, "500 messages over TLS")
         assert sorted(got.keys) == sorted((f"d{i % 7}", BASE + i * 1_000_000) for i in range(500))
     finally:
-        pub.disconnect()
         pub.loop_stop()
+        pub.disconnect()
         src.stop()
     # A wrong password: the refusal is logged (once), the input keeps retrying, nothing crashes.
     bad = BulkMqttSource(Collector(), MqttOptions(host="127.0.0.1", port=broker.tls_port, client_id="tls-bad",

@@ -61,8 +61,8 @@ def test_17_mib_publish_is_skipped_counted_acked_and_the_good_messages_arrive(mo
         assert src2.oversized == 0 and again.rejections == []
     finally:
         src2.stop()
-        pub.disconnect()
         pub.loop_stop()
+        pub.disconnect()
 
 
 def test_qos_2_route_with_the_bulk_input_is_a_config_error(tmp_path: Path) -> None:

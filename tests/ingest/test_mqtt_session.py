@@ -47,8 +47,8 @@ def _publisher(port: int, client_id: str = "", **kw: Any) -> mqtt.Client:
 
 
 def _stop(client: mqtt.Client) -> None:
-    client.disconnect()
     client.loop_stop()
+    client.disconnect()
 
 
 @pytest.mark.parametrize("kind", INPUTS)
@@ -115,8 +115,8 @@ def test_another_client_with_our_id_is_reported_once(kind: str, protocol: str, f
             seen = twin_connects
             wait_for(lambda: twin_connects >= seen + 2, 40, "two more rounds of the two throwing each other off")
         finally:
-            twin.disconnect()
             twin.loop_stop()
+            twin.disconnect()
         wait_for(lambda: src.connected, 15, "our input to reconnect once the twin has gone")
         src.stop()
     lines = [r for r in caplog.records if TAKEOVER_LINE in r.getMessage()]

@@ -111,8 +111,8 @@ class FeedSubscriber:
 
     def close(self) -> None:
         """Disconnect."""
+        self.client.loop_stop()  # before disconnect(): after it, paho's thread may end inside loop_stop
         self.client.disconnect()
-        self.client.loop_stop()
 
 
 def publish_all(port: int, messages: list[tuple[str, bytes]], qos: int = 1) -> None:
@@ -125,5 +125,5 @@ def publish_all(port: int, messages: list[tuple[str, bytes]], qos: int = 1) -> N
         for info in infos:
             info.wait_for_publish(timeout=10)
     finally:
-        client.disconnect()
         client.loop_stop()
+        client.disconnect()

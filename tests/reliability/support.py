@@ -167,8 +167,8 @@ class Publisher:
 
     def close(self) -> None:
         """Disconnect and stop the network thread."""
-        self.client.disconnect()
         self.client.loop_stop()
+        self.client.disconnect()
 
 
 class FaultProxy:

@@ -64,8 +64,8 @@ class _Subscriber:
 
     def close(self) -> None:
         """Disconnect."""
-        self.client.disconnect()
         self.client.loop_stop()
+        self.client.disconnect()
 
 
 def test_topic_level_leaves_only_characters_mosquitto_accepts(mosquitto: Mosquitto) -> None:
@@ -89,8 +89,8 @@ def test_topic_level_leaves_only_characters_mosquitto_accepts(mosquitto: Mosquit
         wait_for(lambda: len(sub.topics()) == len(set(levels)), 10, "every sanitised topic delivered")
         assert disconnects == []  # the broker never dropped us as "malformed"
     finally:
-        pub.disconnect()
         pub.loop_stop()
+        pub.disconnect()
         sub.close()
 
 
@@ -113,8 +113,8 @@ def test_device_id_with_a_tab_does_not_block_the_feed(tmp_path: Path, mosquitto:
                 body = orjson.dumps({"device_id": device, "ts": now_s, "values": {"pm2_5": 5.0 + i}})
                 pub.publish(f"{gw_id}/x/json", body, qos=1).wait_for_publish(timeout=10)
             time.sleep(0.05)
-        pub.disconnect()
         pub.loop_stop()
+        pub.disconnect()
         want = {f"citygw/{gw_id}/reading/kerb_side/pm2_5", f"citygw/{gw_id}/reading/ok-1/pm2_5",
                 f"citygw/{gw_id}/kpi/kerb_side/pm2_5/10s", f"citygw/{gw_id}/kpi/ok-1/pm2_5/10s"}
         wait_for(lambda: want <= sub.topics(), 60, "raw readings and KPIs of both devices on the feed")

@@ -200,8 +200,8 @@ flush_interval = "200ms"
                 sent.append(topic)
                 pub.publish(topic, json_mapping.encode(d, base + i * S, {"noise_laeq": 50.0 + i}), qos=1) \
                     .wait_for_publish(10)
-        pub.disconnect()
         pub.loop_stop()
+        pub.disconnect()
 
         def count() -> int:
             rows = influx.query("SELECT count(value) FROM reading")
@@ -218,8 +218,8 @@ flush_interval = "200ms"
                    "/": status.get("/").decode()}
     finally:
         code = gateway.stop() if gateway is not None else 0
-        spy.disconnect()
         spy.loop_stop()
+        spy.disconnect()
         proxy.close()
         influx.close()
     assert gateway is not None
