@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +23,7 @@ __all__ = ["MAX_DEVICES", "DeviceBook"]
 
 # Device ids of MQTT devices come from topics, so the book is bounded; the least recently heard goes first.
 MAX_DEVICES = 5000
+INTERVALS_KEPT = 8
 # Until a device has shown its interval (two messages), it counts as gone after this long unheard.
 FIRST_INTERVAL_STALE_S = 900.0
 MIN_STALE_S = 5.0
@@ -43,7 +44,7 @@ class DeviceRecord:
     reason: str = ""  # why it is unavailable
     last_seen_mono: float | None = None
     last_seen_wall: float | None = None
-    intervals: deque[float] = field(default_factory=lambda: deque(maxlen=8))
+    intervals: list[float] = field(default_factory=list)  # the last INTERVALS_KEPT (a list: a deque costs 600 B)
     latest: dict[str, Reading] = field(default_factory=dict)  # quantity -> its latest accepted reading
     last_rejection: str = ""
     last_rejection_wall: float | None = None
@@ -64,6 +65,8 @@ class DeviceBook:
         self.evicted = 0
         self._lock = threading.Lock()
         self._devices: dict[str, DeviceRecord] = {}
+        # Devices heard over MQTT, least recently heard (or added) first: eviction takes the first, in O(1).
+        self._unowned: OrderedDict[str, None] = OrderedDict()
         for device_id, kind in configured:
             self._devices[device_id] = DeviceRecord(device_id, kind, owned=True)
 
@@ -85,12 +88,16 @@ class DeviceBook:
                     device = r.device_id
                     rec = heard.get(device) or devices.get(device) or self._add(device)
                     heard[device] = rec
+                    if not rec.owned:
+                        self._unowned.move_to_end(device)
                     latest = rec.latest
                 latest[r.quantity] = r
             for device_id, rec in heard.items():
                 # A silence that made the device unavailable is an outage, not its reporting interval.
                 if rec.last_seen_mono is not None and now_mono - rec.last_seen_mono >= BURST_S and not rec.stale:
                     rec.intervals.append(now_mono - rec.last_seen_mono)
+                    if len(rec.intervals) > INTERVALS_KEPT:
+                        del rec.intervals[0]
                 rec.last_seen_mono, rec.last_seen_wall = now_mono, now_wall
                 if not rec.owned and rec.available is not True:
                     back.append(device_id)  # first heard (metric 1) or heard again (logged once)
@@ -111,14 +118,13 @@ class DeviceBook:
             rec.available, rec.reason = available, ("" if available else reason)
 
     def _add(self, device_id: str) -> DeviceRecord:
-        if len(self._devices) >= MAX_DEVICES:
-            unowned = [r for r in self._devices.values() if not r.owned]
-            if unowned:
-                oldest = min(unowned, key=lambda r: r.last_seen_mono or 0.0)
-                del self._devices[oldest.device_id]
-                self.evicted += 1
+        if len(self._devices) >= MAX_DEVICES and self._unowned:
+            oldest, _ = self._unowned.popitem(last=False)
+            del self._devices[oldest]
+            self.evicted += 1
         rec = DeviceRecord(device_id, self.kind_of(device_id) or "mqtt", owned=False)
         self._devices[device_id] = rec
+        self._unowned[device_id] = None
         return rec
 
     # -- staleness -----------------------------------------------------------------------------------------

@@ -120,6 +120,9 @@ def test_configured_stale_after_and_bounded_book() -> None:
         for i in range(5):
             clock.now += 1
             small.accepted([_reading(f"d{i}")])
+        assert [d["id"] for d in small.snapshot()] == ["d2", "d3", "d4"] and small.evicted == 2
+        small.accepted([_reading("d2")])  # heard again: now d3 is the least recently heard
+        small.accepted([_reading("d5")])
     finally:
         device_book.MAX_DEVICES = limit
-    assert [d["id"] for d in small.snapshot()] == ["d2", "d3", "d4"] and small.evicted == 2
+    assert [d["id"] for d in small.snapshot()] == ["d2", "d4", "d5"] and small.evicted == 3
