@@ -316,6 +316,10 @@ class WindowEngine:
         due.sort(key=lambda k: (k[4], specs[k[3]].size_ns, k[0], k[1], k[2]))
         return [self._close(k) for k in due]
 
+    def source_ids(self) -> list[str]:
+        """Every source (device) the engine has heard, in the order first heard."""
+        return list(self._sources)
+
     def open_since(self) -> int:
         """Event time from which readings must be replayed to rebuild every open window."""
         sources = list(self._sources.values())  # one C-level copy: housekeeping calls this from its thread

@@ -182,7 +182,7 @@ class KitMonitor:
         """Everything the status page shows (no secrets): /status.json."""
         gw = self.gw
         metrics = gw.metrics
-        readings = _by_device(metrics.readings)
+        readings = dict(metrics.devices.readings)
         rejected = _by_device(metrics.rejected)
         devices = []
         for d in self.book.snapshot():

@@ -37,6 +37,7 @@ log = logging.getLogger("citygw.pipeline")
 _device_of = attrgetter("device_id")
 _ts_of = attrgetter("ts")
 FULL_TICK_S = 1.0  # how often the ingest loop moves every device's watermark (wall time), not just those heard
+CLOSE_LOT_DEVICES = 500  # devices whose windows close in one transaction (Pipeline.tick)
 
 
 class Pipeline:
@@ -88,7 +89,7 @@ class Pipeline:
         self._device_up: dict[str, bool] = {}
         self.accepted = 0
         self.rejected_count = 0
-        self.offsets = ClockOffsets(lambda device, offset_s: metrics.clock_offset.labels(device).set(offset_s))
+        self.offsets = ClockOffsets(metrics.devices.clock_offset.__setitem__)
         self.loop_at = time.monotonic()  # when the ingest loop last finished an iteration
         # Journal writes that fail (disk full) are retried, never acknowledged meanwhile; these say so once
         # and feed the health check (gateway/health.py).
@@ -125,7 +126,7 @@ class Pipeline:
 
     def device_state(self, device_id: str, available: bool, reason: str = "") -> None:
         """Log a device going away once and coming back once."""
-        self.metrics.device_up.labels(device_id).set(1 if available else 0)
+        self.metrics.devices.available[device_id] = 1 if available else 0
         if self.book is not None:
             self.book.device_state(device_id, available, reason)
         if self._device_up.get(device_id, True) != available:
@@ -283,8 +284,7 @@ class Pipeline:
             self.offsets.observe(device, now - ts)
         self._report_late(late_windows)
         for device, n in per_device.items():
-            self.metrics.readings.labels(device).inc(n)
-            self.metrics.device_last_seen.labels(device).set(now / 1e9)
+            self.metrics.devices.accepted(device, n, now / 1e9)
         if self.book is not None:
             self.book.accepted(good)
         if self.engine.late > late_before:
@@ -318,23 +318,34 @@ class Pipeline:
         """
         now = self.clock_ns()
         wall_clock = self._inputs_down == 0 and time.monotonic() >= self._hold_idle_until
+        ids = self.engine.source_ids() if devices is None else list(devices)
+        # A few hundred devices at a time, each lot committed with its horizons: 10,000 devices going quiet at once
+        # would otherwise close 100,000 windows in one list of KPI points and one transaction (a peak of memory
+        # the process keeps, fragmented, long after).
+        for i in range(0, len(ids), CLOSE_LOT_DEVICES):
+            if not self._close(now, wall_clock, ids[i:i + CLOSE_LOT_DEVICES]):
+                return
+
+    def _close(self, now: int, wall_clock: bool, devices: list[str]) -> bool:
+        """Close what the watermarks of `devices` passed and commit it; False when stopping left it uncommitted."""
         points = self.engine.advance_sources(now, self.idle_close_ns, wall_clock, devices)
         if not points:
-            return
+            return True
         open_since = self.engine.open_since()
         meta = {"closed_until": orjson.dumps(self.engine.closed_until).decode(),
                 "sources": orjson.dumps(self.engine.source_state()).decode(), "replay_from": str(open_since)}
         if self.derived is not None:
             points.extend(self.derived.feed(points, self.engine.closed_everywhere()))
             meta["derived_state"] = orjson.dumps(self.derived.state(), option=orjson.OPT_SERIALIZE_NUMPY).decode()
-        # Window results, indicators and the new horizon commit together: a crash leaves all or none.
+        # Window results, indicators and the new horizons commit together: a crash leaves all or none.
         if not self._append(kpis=points, meta=meta):
-            return  # stopping: the horizon was not committed, so these windows are rebuilt on the next start
+            return False  # stopping: the horizons were not committed, so these windows are rebuilt on the next start
         self.housekeeper.committed_open_since = open_since  # what a restart now replays from
         for p in points:
             self.metrics.kpi_points.labels(p.window).inc()
         self.on_kpis(points)
         self.on_appended()
+        return True
 
     def housekeeping(self, journal: Journal | None = None, trim: bool = True) -> None:
         """One round of housekeeping now (gateway/housekeeping.py), on the ingest thread's journal by default."""

@@ -95,6 +95,10 @@ def test_kpi_board_keeps_the_latest_of_every_series_within_its_bound() -> None:
     history = board.history("a", since_ns=60 * S)
     assert history == {"pm10": ("ug/m3", [(60 * S, 1.0), (120 * S, 2.0)])}  # only the chart window, from since
     assert board.chart_points == 1440
+    # A day of points at most: after two days of 1-minute windows the chart holds exactly the last 1,440.
+    board.add([_point("d", "no2", "1m", i * 60 * S, float(i)) for i in range(2 * 1440 + 7)])
+    ((_unit, points),) = board.history("d", since_ns=0).values()
+    assert [v for _, v in points] == [float(i) for i in range(1440 + 7, 2 * 1440 + 7)]
 
 
 def test_chart_is_valid_svg_with_gaps() -> None:
