@@ -5,9 +5,13 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import orjson
+import pytest
+
 from aggregators.kpi import KpiPoint
 from aggregators.windows import WindowEngine, WindowSpec
 from devices.reading import Reading
+from gateway import pipeline as pipeline_module
 from gateway.journal import KIND_KPI, KIND_READING, Journal
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
@@ -178,3 +182,37 @@ def test_same_instant_different_tags_are_not_duplicates(tmp_path: Path) -> None:
     phases = [Reading("meter", "voltage", 230.0 + i, "V", T0, {"phase": f"L{i}"}) for i in (1, 2, 3)]
     p.process([([*phases, Reading("meter", "voltage", 231.0, "V", T0, {"phase": "L1"})], None)])
     assert p.journal.count(KIND_READING) == 3  # the three phases kept, the repeated L1 rejected
+
+
+def test_many_devices_going_quiet_close_in_lots_each_committed_with_its_horizons(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows of 7 devices closing at once go out in lots of 3 devices: the same KPI points as in one lot, each
+    lot one transaction holding its points and the horizons of its devices (a crash between lots leaves the later
+    lots' windows open, to be rebuilt by the replay)."""
+    readings = [Reading(f"d{k}", "pm2_5", float(k + i), "ug/m3", T0 + i * 5 * S) for i in range(6) for k in range(7)]
+
+    def run(path: Path) -> tuple[list[KpiPoint], list[dict[str, list[int]]]]:
+        clock = FakeClock(T0 + 30 * S)
+        p = _pipeline(path, clock)
+        p.process([(readings, None)])
+        lots: list[dict[str, list[int]]] = []
+        append = p.journal.append
+
+        def spy(readings: list[Reading], kpis: list[KpiPoint], meta: dict[str, str] | None = None) -> int:
+            if kpis and meta:
+                lots.append(orjson.loads(meta["sources"]))
+            return append(readings, kpis, meta)
+        monkeypatch.setattr(p.journal, "append", spy)
+        clock.now = T0 + 3600 * S  # every device quiet for an hour: every window closes
+        p.tick()
+        return [e.as_kpi() for e in p.journal.read_after(0, 10**6) if e.kind == KIND_KPI], lots
+
+    whole, one_lot = run(tmp_path / "one.sqlite")
+    monkeypatch.setattr(pipeline_module, "CLOSE_LOT_DEVICES", 3)
+    in_lots, lots = run(tmp_path / "lots.sqlite")
+    assert len(one_lot) == 1 and len(lots) == 3
+    assert sorted(whole, key=repr) == sorted(in_lots, key=repr) and len(whole) == 7 * 4  # 1m + three 10s windows
+    # After the first lot, only its three devices have moved their horizons past their windows.
+    first_devices = {d for d, (horizon, _, _) in lots[0].items() if horizon >= T0 + 60 * S}
+    assert first_devices == {"d0", "d1", "d2"}
+    assert {d for d, (horizon, _, _) in lots[-1].items() if horizon >= T0 + 60 * S} == {f"d{k}" for k in range(7)}
