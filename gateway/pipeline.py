@@ -270,8 +270,7 @@ class Pipeline:
             return
         self.accepted += len(good)
         self._last_data_ns = now
-        late_before = self.engine.late
-        late_windows = dict(self.engine.late_by_window)
+        late = _LateCounts(self.engine)
         self.engine.add_many(good, now)
         per_device = Counter(map(_device_of, good))  # counted in C
         newest: dict[str, int] = {}
@@ -282,13 +281,11 @@ class Pipeline:
         self._touched.update(newest)
         for device, ts in newest.items():
             self.offsets.observe(device, now - ts)
-        self._report_late(late_windows)
+        late.report(self.metrics)
         for device, n in per_device.items():
             self.metrics.devices.accepted(device, n, now / 1e9)
         if self.book is not None:
             self.book.accepted(good)
-        if self.engine.late > late_before:
-            self.metrics.late.inc(self.engine.late - late_before)
         self.on_appended()
 
     def time_report(self) -> dict[str, Any]:
@@ -298,17 +295,6 @@ class Pipeline:
         return {"late_by_window": dict(self.engine.late_by_window),
                 "late_by_device": [{"device": d, "window": w, "late": n} for (d, w), n in by_source[:50]],
                 "clock_offsets": self.offsets.reported()}
-
-    def _report_late(self, before: dict[str, int]) -> None:
-        """Count late readings per window length; log the first per device and window."""
-        for label, n in self.engine.late_by_window.items():
-            if n > before.get(label, 0):
-                self.metrics.late_window.labels(label).inc(n - before.get(label, 0))
-        for device, label, ts, horizon in self.engine.take_first_late():
-            log.warning("device %s: a reading stamped %s is late for the %s window (this device's windows are "
-                        "closed up to %s); kept raw, not in the %s KPI; counted in citygw_late_total{window=\"%s\"}. "
-                        "Check the device's clock and time zone, or raise aggregation.grace",
-                        device, _iso(ts), label, _iso(horizon), label, label)
 
     def tick(self, devices: Iterable[str] | None = None) -> None:
         """Advance each device's watermark (or those of `devices`): its event time (bounded by the wall clock), or
@@ -350,6 +336,28 @@ class Pipeline:
     def housekeeping(self, journal: Journal | None = None, trim: bool = True) -> None:
         """One round of housekeeping now (gateway/housekeeping.py), on the ingest thread's journal by default."""
         self.housekeeper.once(journal or self.journal, trim)
+
+
+class _LateCounts:
+    """The window engine's late counts before a batch; `report` counts and logs what the batch added."""
+
+    def __init__(self, engine: WindowEngine) -> None:
+        self.engine = engine
+        self.total = engine.late
+        self.by_window = dict(engine.late_by_window)
+
+    def report(self, metrics: Metrics) -> None:
+        """Count the batch's late readings (in all, per window length); log the first per device and window."""
+        if self.engine.late > self.total:
+            metrics.late.inc(self.engine.late - self.total)
+        for label, n in self.engine.late_by_window.items():
+            if n > self.by_window.get(label, 0):
+                metrics.late_window.labels(label).inc(n - self.by_window.get(label, 0))
+        for device, label, ts, horizon in self.engine.take_first_late():
+            log.warning("device %s: a reading stamped %s is late for the %s window (this device's windows are "
+                        "closed up to %s); kept raw, not in the %s KPI; counted in citygw_late_total{window=\"%s\"}. "
+                        "Check the device's clock and time zone, or raise aggregation.grace",
+                        device, _iso(ts), label, _iso(horizon), label, label)
 
 
 def _iso(ts_ns: int) -> str:
