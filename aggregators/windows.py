@@ -25,7 +25,7 @@ import numpy as np
 
 from aggregators.counters import CounterDelta
 from aggregators.kpi import KpiPoint
-from aggregators.stats import coverage, level_stats
+from aggregators.stats import SMALL_WINDOW, coverage, level_stats, small_coverage, small_level_stats, small_sum
 from devices.reading import Reading
 from devices.vocabulary import QUANTITIES
 
@@ -365,19 +365,16 @@ class WindowEngine:
         key = (device_id, quantity, unit)
         spec = self.specs[index]
         end = self.window_of(spec, start)[1]
-        pairs = np.frombuffer(self._open.pop(k), dtype=np.float64).reshape(-1, 2)
-        order = np.argsort(pairs[:, 0], kind="stable")
-        ts = pairs[order, 0].astype(np.int64) + start
-        values = pairs[order, 1]
+        ts, values, stats, total, cov = _window_numbers(self._open.pop(k), start, end, spec.slots, unit == "dBA")
         q = QUANTITIES.get(quantity)
-        fields: dict[str, float | int] = dict(level_stats(values, decibel=unit == "dBA"))
+        fields: dict[str, float | int] = dict(stats)
         headline = float(fields["mean"])
         if q is not None and q.cumulative:
             # Consumption chains from the previous window's last reading, so no interval is lost at edges.
             counter = self._counter(key, spec)
             resets_before = counter.resets
             consumed = 0.0
-            for t, v in zip(ts.tolist(), values.tolist(), strict=True):
+            for t, v in zip(ts, values, strict=True):
                 consumed += counter.update(t, v).consumption or 0.0
             resets = counter.resets - resets_before
             self.counter_resets += resets
@@ -385,9 +382,8 @@ class WindowEngine:
                            "resets": resets})
             headline = consumed
         if q is not None and q.additive:
-            fields["sum"] = float(values.sum())
+            fields["sum"] = total
             headline = fields["sum"]
-        cov = coverage(ts, start, end, spec.slots)
         fields["coverage"] = cov
         return KpiPoint(
             name=quantity,
@@ -401,3 +397,20 @@ class WindowEngine:
             tags=self._tags.get(key, {}),
             valid=cov >= spec.min_coverage,
         )
+
+
+def _window_numbers(pairs: array[float], start: int, end: int, slots: int, decibel: bool
+                    ) -> tuple[list[int], list[float], dict[str, float], float, float]:
+    """A window's (time offset, value) pairs → its timestamps and values in time order, its statistics, sum and
+    coverage; plain Python below SMALL_WINDOW values (the same numbers: aggregators/stats.py), numpy above."""
+    if len(pairs) < 2 * SMALL_WINDOW and not decibel:
+        order = sorted(range(0, len(pairs), 2), key=pairs.__getitem__)  # stable, as numpy's argsort below
+        ts = [int(pairs[i]) + start for i in order]
+        values = [pairs[i + 1] for i in order]
+        return ts, values, small_level_stats(values), small_sum(values), small_coverage(ts, start, end, slots)
+    both = np.frombuffer(pairs, dtype=np.float64).reshape(-1, 2)
+    order_np = np.argsort(both[:, 0], kind="stable")
+    ts_np = both[order_np, 0].astype(np.int64) + start
+    values_np = both[order_np, 1]
+    return (ts_np.tolist(), values_np.tolist(), level_stats(values_np, decibel), float(values_np.sum()),
+            coverage(ts_np, start, end, slots))
