@@ -263,38 +263,40 @@ def bench_throughput(consumer: Consumer, broker: Mosquitto, influx: InfluxV1, db
 def bench_citygw(broker: Mosquitto, influx: InfluxV1, tmp: Path, n: int, readings: int,
                  input_client: str = "paho") -> dict[str, Any]:
     """citygw's sustained rate with the given MQTT input."""
-    db = f"bench_{input_client}_{readings}"
+    db = f"bench_{input_client}_{readings}{ROUND.suffix}"
     influx.create_database(db)
-    topic = f"bench/{input_client}/{readings}/json"
-    gw = Gateway(tmp / f"citygw-{input_client}-{readings}", broker, influx, db, topic, input_client=input_client)
+    topic = f"bench/{input_client}/{readings}/json{ROUND.suffix}"
+    gw = Gateway(tmp / f"citygw-{input_client}-{readings}{ROUND.suffix}", broker, influx, db, topic,
+                 input_client=input_client)
     return bench_throughput(gw, broker, influx, db, topic, n, readings)
 
 
 def bench_naive(broker: Mosquitto, influx: InfluxV1, tmp: Path, n: int, readings: int) -> dict[str, Any]:
     """The tutorial pipeline: paho on_message → one HTTP write to InfluxDB per message (pinned to one core)."""
-    db = f"naive_{readings}"
+    db = f"naive_{readings}{ROUND.suffix}"
     influx.create_database(db)
-    topic = f"naive/{readings}/json"
-    naive = Naive(tmp / f"naive-{readings}", broker.port, influx.url, db, topic)
+    topic = f"naive/{readings}/json{ROUND.suffix}"
+    naive = Naive(tmp / f"naive-{readings}{ROUND.suffix}", broker.port, influx.url, db, topic)
     return bench_throughput(naive, broker, influx, db, topic, n, readings)
 
 
 def bench_nodered(broker: Mosquitto, influx: InfluxV1, tmp: Path, n: int, readings: int) -> dict[str, Any]:
     """Node-RED's batched flow (join 1,000 msgs / 1 s → influx batch), pinned to the same core."""
-    db = f"nodered_{readings}"
+    db = f"nodered_{readings}{ROUND.suffix}"
     influx.create_database(db)
-    topic = f"nodered/{readings}/json"
-    red = NodeRed(tmp / f"nodered-{readings}", install_node_red(), broker.port, influx.port, db, topic)
+    topic = f"nodered/{readings}/json{ROUND.suffix}"
+    red = NodeRed(tmp / f"nodered-{readings}{ROUND.suffix}", install_node_red(), broker.port, influx.port, db, topic)
     return bench_throughput(red, broker, influx, db, topic, n, readings)
 
 
 def bench_steady(broker: Mosquitto, influx: InfluxV1, tmp: Path, n: int, readings: int,
                  input_client: str) -> dict[str, Any]:
     """A long run (≥ 1,000,000 readings): throughput of each tenth, from InfluxDB's count sampled over time."""
-    db = f"steady_{input_client}"
+    db = f"steady_{input_client}{ROUND.suffix}"
     influx.create_database(db)
-    topic = f"steady/{input_client}/json"
-    gw = Gateway(tmp / f"citygw-steady-{input_client}", broker, influx, db, topic, input_client=input_client)
+    topic = f"steady/{input_client}/json{ROUND.suffix}"
+    gw = Gateway(tmp / f"citygw-steady-{input_client}{ROUND.suffix}", broker, influx, db, topic,
+                 input_client=input_client)
     samples: list[tuple[float, int]] = []
     result = bench_throughput(gw, broker, influx, db, topic, n, readings, samples=samples)
     total = n * readings
@@ -343,33 +345,35 @@ def bench_crash(consumer: Consumer, broker: Mosquitto, influx: InfluxV1, db: str
 
 def crash_citygw(broker: Mosquitto, influx: InfluxV1, tmp: Path, n: int, input_client: str) -> dict[str, Any]:
     """The crash row for citygw with the given MQTT input."""
-    db = f"crash_{input_client}"
+    db = f"crash_{input_client}{ROUND.suffix}"
     influx.create_database(db)
-    topic = f"crash/{input_client}/json"
-    gw = Gateway(tmp / f"citygw-crash-{input_client}", broker, influx, db, topic, input_client=input_client)
+    topic = f"crash/{input_client}/json{ROUND.suffix}"
+    gw = Gateway(tmp / f"citygw-crash-{input_client}{ROUND.suffix}", broker, influx, db, topic,
+                 input_client=input_client)
     return bench_crash(gw, broker, influx, db, topic, n)
 
 
 def crash_naive(broker: Mosquitto, influx: InfluxV1, tmp: Path, n: int) -> dict[str, Any]:
     """The crash row for the naive pipeline."""
-    db = "crash_naive"
+    db = f"crash_naive{ROUND.suffix}"
     influx.create_database(db)
-    topic = "crash/naive/json"
-    return bench_crash(Naive(tmp / "naive-crash", broker.port, influx.url, db, topic), broker, influx, db, topic, n)
+    topic = f"crash/naive/json{ROUND.suffix}"
+    naive = Naive(tmp / f"naive-crash{ROUND.suffix}", broker.port, influx.url, db, topic)
+    return bench_crash(naive, broker, influx, db, topic, n)
 
 
 def crash_nodered(broker: Mosquitto, influx: InfluxV1, tmp: Path, n: int) -> dict[str, Any]:
     """The crash row for Node-RED's batched flow."""
-    db = "crash_nodered"
+    db = f"crash_nodered{ROUND.suffix}"
     influx.create_database(db)
-    topic = "crash/nodered/json"
-    red = NodeRed(tmp / "nodered-crash", install_node_red(), broker.port, influx.port, db, topic)
+    topic = f"crash/nodered/json{ROUND.suffix}"
+    red = NodeRed(tmp / f"nodered-crash{ROUND.suffix}", install_node_red(), broker.port, influx.port, db, topic)
     return bench_crash(red, broker, influx, db, topic, n)
 
 
 def bench_broker(broker: Mosquitto, n: int) -> dict[str, Any]:
     """The broker's own delivery rate to a bare C subscriber (mosquitto_sub) at QoS 1."""
-    topic = "bare/json"
+    topic = f"bare/json{ROUND.suffix}"
     sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-t", topic,
                             "-C", str(n)], stdout=subprocess.DEVNULL)
     time.sleep(0.5)
@@ -383,10 +387,10 @@ def bench_broker(broker: Mosquitto, n: int) -> dict[str, Any]:
 def bench_latency(broker: Mosquitto, influx: InfluxV1, tmp: Path, rate: int, seconds: float,
                   synchronous: str = "full") -> dict[str, Any]:
     """p50/p99 from publish to the raw feed at a steady rate (publisher and gateway on separate cores)."""
-    db = f"bench_latency_{synchronous}"
+    db = f"bench_latency_{synchronous}{ROUND.suffix}"
     influx.create_database(db)
-    topic = f"lat/{synchronous}/json"
-    gw = Gateway(tmp / f"citygw-latency-{synchronous}", broker, influx, db, topic, raw_feed=True,
+    topic = f"lat/{synchronous}/json{ROUND.suffix}"
+    gw = Gateway(tmp / f"citygw-latency-{synchronous}{ROUND.suffix}", broker, influx, db, topic, raw_feed=True,
                  synchronous=synchronous)
     latencies: list[float] = []
     lock = threading.Lock()
@@ -459,10 +463,10 @@ def bench_drain(broker: Mosquitto, tmp: Path, n: int) -> dict[str, Any]:
 
 def bench_devices(broker: Mosquitto, influx: InfluxV1, tmp: Path, devices: int, n: int) -> dict[str, Any]:
     """RSS after `n` messages spread over `devices` distinct devices (open windows per device)."""
-    db = f"bench_dev_{devices}"
+    db = f"bench_dev_{devices}{ROUND.suffix}"
     influx.create_database(db)
-    topic = f"dev{devices}/json"
-    gw = Gateway(tmp / f"citygw-dev-{devices}", broker, influx, db, topic)
+    topic = f"dev{devices}/json{ROUND.suffix}"
+    gw = Gateway(tmp / f"citygw-dev-{devices}{ROUND.suffix}", broker, influx, db, topic)
     try:
         gw.start()
         idle_rss = rss_mb(gw.pid)
@@ -498,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="MQTT input of the ≥ 1,000,000-reading row (default: bulk)")
     parser.add_argument("--only", default="", help="comma-separated row names to run (default: all)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every message count (smoke checks)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of the chosen rows; the table shows each row's median round (a shared machine)")
     args = parser.parse_args(argv)
     if args.peers and not node_available():
         parser.error("--peers needs node and npm on PATH")
@@ -507,7 +513,6 @@ def main(argv: list[str] | None = None) -> int:
     n_crash = max(300, int(40_000 * scale))
     n_steady = max(1000, int(100_000 * scale))  # × 10 readings: 1,000,000 readings at scale 1
     tmp = Path(tempfile.mkdtemp(prefix="citygw-bench-"))
-    results: dict[str, Any] = {}
     failed: dict[str, str] = {}
     # set_tcp_nodelay: Mosquitto's default (Nagle on) holds small packets for the peer's delayed ACK and adds
     # ~20 ms to every publish → feed hop; docs/performance.md shows both.
@@ -546,22 +551,47 @@ def main(argv: list[str] | None = None) -> int:
         unknown = only - {name for name, _ in steps}
         if unknown:
             parser.error(f"--only: unknown rows {sorted(unknown)} (with these flags: {[k for k, _ in steps]})")
-        for name, step in steps:
-            if only and name not in only:
-                continue
-            t0 = time.monotonic()
-            try:
-                results[name] = step()
-            except Exception as exc:  # one failed row (a timeout on a loaded machine) must not lose the others
-                failed[name] = f"{type(exc).__name__}: {exc}"
-                print(f"  {name}: FAILED {failed[name]}", file=sys.stderr, flush=True)
-                continue
-            print(f"  {name}: {results[name]}  ({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for round_no in range(args.repeat):  # rounds of every row: each pipeline meets the same moments of the machine
+            ROUND.suffix = f"_r{round_no}" if round_no else ""
+            for name, step in steps:
+                if only and name not in only:
+                    continue
+                t0 = time.monotonic()
+                try:
+                    runs.setdefault(name, []).append(step())
+                except Exception as exc:  # one failed row (a timeout on a loaded machine) must not lose the others
+                    failed[name] = f"{type(exc).__name__}: {exc}"
+                    print(f"  {name}: FAILED {failed[name]}", file=sys.stderr, flush=True)
+                    continue
+                print(f"  {name}: {runs[name][-1]}  ({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
+        results = {name: median_run(rows) for name, rows in runs.items()}
     shutil.rmtree(tmp, ignore_errors=True)
+    if args.repeat > 1:
+        print(f"\nmedian of {args.repeat} rounds (by msg/s where a row has it); every round's msg/s:")
+        for name, rows in runs.items():
+            if "msgs_s" in rows[0]:
+                print(f"  {name:<16}" + "  ".join(f"{row['msgs_s']:>9,.0f}" for row in rows))
     print_table(results)
     for name, error in failed.items():
         print(f"row {name} FAILED: {error}")
     return 1 if failed else 0
+
+
+class _Round:
+    """Which round of --repeat runs: every round writes to databases, topics and directories of its own."""
+
+    suffix = ""
+
+
+ROUND = _Round()
+
+
+def median_run(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median msg/s (the first round for rows without a rate)."""
+    if "msgs_s" not in rows[0]:
+        return rows[0]
+    return sorted(rows, key=lambda row: row["msgs_s"])[(len(rows) - 1) // 2]
 
 
 ROWS = [("citygw_1", "citygw, paho input, 1 rdg/msg"), ("citygw_10", "citygw, paho input, 10 rdg/msg"),
