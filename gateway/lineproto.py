@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+import orjson
+
 from devices.line_protocol import format_value
-from gateway.journal_packs import KIND_KPI, KIND_READING, Entry, EntryBatch
+from gateway.journal_packs import KIND_KPI, Entry, EntryBatch
 
 __all__ = ["entry_line", "entry_lines", "escape_key", "escape_tag"]
 
@@ -46,14 +48,15 @@ _prefix_cache: dict[tuple[str, str, str, str, str, str], str] = {}
 _PREFIX_CACHE_MAX = 20_000  # series; beyond it the cache is rebuilt (bounded memory)
 
 
-def _reading_prefix(e: Entry, gateway: str) -> str:
-    key = (gateway, e.device_id, e.quantity, e.unit, e.quality, e.tags_json)
+def _reading_prefix(gateway: str, device_id: str, quantity: str, unit: str, quality: str, tags_json: str) -> str:
+    key = (gateway, device_id, quantity, unit, quality, tags_json)
     prefix = _prefix_cache.get(key)
     if prefix is None:
-        fixed = [("gateway", gateway), ("device_id", e.device_id), ("quantity", e.quantity), ("unit", e.unit),
-                 ("quality", "" if e.quality == "good" else e.quality)]
+        fixed = [("gateway", gateway), ("device_id", device_id), ("quantity", quantity), ("unit", unit),
+                 ("quality", "" if quality == "good" else quality)]
         reserved = _RESERVED_READING if gateway else _RESERVED_READING[1:]
-        prefix = f"reading{_tag_set(fixed, e.tags, reserved)} value="
+        tags = orjson.loads(tags_json) if tags_json != "{}" else {}
+        prefix = f"reading{_tag_set(fixed, tags, reserved)} value="
         if len(_prefix_cache) >= _PREFIX_CACHE_MAX:
             _prefix_cache.clear()  # bounded; the next lines rebuild what is still in use
         _prefix_cache[key] = prefix
@@ -75,7 +78,8 @@ def entry_line(e: Entry, gateway: str = "") -> str:
         reserved = _RESERVED_KPI if gateway else _RESERVED_KPI[1:]
         return f"kpi{_tag_set(fixed, e.tags, reserved)} {field_text} {e.ts}"
     # Readings repeat the same series over and over: the escaped measurement and tag set is cached.
-    return f"{_reading_prefix(e, gateway)}{float(e.value)!r} {e.ts}"
+    prefix = _reading_prefix(gateway, e.device_id, e.quantity, e.unit, e.quality, e.tags_json)
+    return f"{prefix}{float(e.value)!r} {e.ts}"
 
 
 def entry_lines(entries: Sequence[Entry], gateway: str = "") -> list[str]:
@@ -90,8 +94,7 @@ def entry_lines(entries: Sequence[Entry], gateway: str = "") -> list[str]:
         # A pack's readings, straight from its columns: the prefix once per series of the pack, then per reading
         # one f-string (the values are floats already: packs store them so).
         p, start, stop = part
-        prefixes = [_reading_prefix(Entry(0, KIND_READING, 0, d, q, u, 0.0, t, k, None), gateway)
-                    for d, q, u, t, k in p.series]
+        prefixes = [_reading_prefix(gateway, d, q, u, k, t) for d, q, u, t, k in p.series]
         lines.extend([f"{prefixes[s]}{v!r} {t}"
                       for s, v, t in zip(p.s[start:stop], p.value[start:stop], p.ts[start:stop], strict=True)])
     return lines
@@ -110,6 +113,6 @@ def _lines_of(entries: Iterable[Entry], gateway: str) -> list[str]:
         key = (e[3], e[4], e[5], e[8], e[7])  # device_id, quantity, unit, quality, tags_json
         prefix = prefixes.get(key)
         if prefix is None:
-            prefix = prefixes[key] = _reading_prefix(e, gateway)
+            prefix = prefixes[key] = _reading_prefix(gateway, e[3], e[4], e[5], e[8], e[7])
         append(f"{prefix}{float(e[6])!r} {e[2]}")
     return lines
