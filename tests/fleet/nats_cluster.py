@@ -83,6 +83,20 @@ def nats_partition(token: str, k: int) -> int:
     return h % k
 
 
+def _server_head(name: str, port: int, monitor_port: int, workdir: Path, max_file_store: str) -> str:
+    """The part of a nats-server config every test server has: name, client and monitoring ports, JetStream."""
+    return f"""
+server_name: {name}
+listen: {HOST}:{port}
+http: {HOST}:{monitor_port}
+jetstream {{
+  store_dir: "{workdir / 'js'}"
+  max_memory_store: 64MB
+  max_file_store: {max_file_store}
+}}
+"""
+
+
 class NatsNode(Server):
     """One nats-server: client port, MQTT port, cluster route port, HTTP monitoring port."""
 
@@ -107,15 +121,8 @@ class NatsNode(Server):
     def _prepare(self) -> None:
         routes = ", ".join(f"nats-route://{HOST}:{p}" for p in self.routes)
         mappings = "\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in self.mappings.items())
-        (self.workdir / "nats.conf").write_text(f"""
-server_name: {self.server_name}
-listen: {HOST}:{self.port}
-http: {HOST}:{self.monitor_port}
-jetstream {{
-  store_dir: "{self.workdir / 'js'}"
-  max_memory_store: 64MB
-  max_file_store: 2GB
-}}
+        (self.workdir / "nats.conf").write_text(_server_head(self.server_name, self.port, self.monitor_port,
+                                                             self.workdir, "2GB") + f"""
 cluster {{
   name: citygw-test
   listen: {HOST}:{self.cluster_port}
@@ -181,16 +188,8 @@ class JetStreamServer(Server):
         self.port, self.monitor_port = free_port(), free_port()
 
     def _prepare(self) -> None:
-        (self.workdir / "nats.conf").write_text(f"""
-server_name: js-single
-listen: {HOST}:{self.port}
-http: {HOST}:{self.monitor_port}
-jetstream {{
-  store_dir: "{self.workdir / 'js'}"
-  max_memory_store: 64MB
-  max_file_store: 256MB
-}}
-""")
+        (self.workdir / "nats.conf").write_text(_server_head("js-single", self.port, self.monitor_port,
+                                                             self.workdir, "256MB"))
 
     def _command(self, executable: str) -> list[str]:
         return [executable, "-c", str(self.workdir / "nats.conf")]

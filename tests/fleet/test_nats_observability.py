@@ -29,7 +29,7 @@ from gateway.settings import load_settings
 from ingest.nats_source import NatsOptions, consumer_config
 from tests.browser import save_screenshot
 from tests.fleet.nats_cluster import JetStreamServer
-from tests.reliability.support import GatewayProcess, StatusPage, kit_config, metric, wait_for
+from tests.reliability.support import GatewayProcess, StatusPage, gateway_section, kit_config, metric, wait_for
 
 S = 10**9
 STREAM = "UP"
@@ -40,12 +40,7 @@ ACK_WAIT_S = 2
 def nats_config(tmp: Path, gw_id: str, status: StatusPage, server: JetStreamServer) -> Path:
     """A central instance on the whole stream (subject up.>): canonical JSON, device id = topic level 1."""
     path = tmp / f"{gw_id}.toml"
-    path.write_text(f"""
-[gateway]
-id = "{gw_id}"
-data_dir = "{tmp / 'data'}"
-status_listen = "{status.listen}"
-
+    path.write_text(gateway_section(tmp, gw_id, status) + f"""
 [nats]
 servers = ["{server.url}"]
 stream = "{STREAM}"

@@ -261,16 +261,21 @@ class FaultProxy:
         self._thread.join(timeout=5)
 
 
-def kit_config(tmp: Path, gw_id: str, status: StatusPage, *, mqtt_port: int | None = None,
-               route_topic: str = "", influx_url: str = "", database: str = "", windows: str = '["10s"]',
-               grace: str = "1s", extra: str = "") -> Path:
-    """Write a gateway config: canonical-JSON MQTT route (device id = topic level 1), InfluxDB v1, windows."""
-    text = f"""
+def gateway_section(tmp: Path, gw_id: str, status: StatusPage) -> str:
+    """The [gateway] table of a test gateway: its id, a data directory in `tmp`, the status page's address."""
+    return f"""
 [gateway]
 id = "{gw_id}"
 data_dir = "{tmp / 'data'}"
 status_listen = "{status.listen}"
+"""
 
+
+def kit_config(tmp: Path, gw_id: str, status: StatusPage, *, mqtt_port: int | None = None,
+               route_topic: str = "", influx_url: str = "", database: str = "", windows: str = '["10s"]',
+               grace: str = "1s", extra: str = "") -> Path:
+    """Write a gateway config: canonical-JSON MQTT route (device id = topic level 1), InfluxDB v1, windows."""
+    text = gateway_section(tmp, gw_id, status) + f"""
 [aggregation]
 windows = {windows}
 grace = "{grace}"
@@ -309,12 +314,7 @@ def serial_config(tmp: Path, gw_id: str, status: StatusPage, port: str, device_i
                   kind: str = "pms5003") -> Path:
     """A gateway with one serial device and the local store as its only sink."""
     path = tmp / f"{gw_id}.toml"
-    path.write_text(f"""
-[gateway]
-id = "{gw_id}"
-data_dir = "{tmp / 'data'}"
-status_listen = "{status.listen}"
-
+    path.write_text(gateway_section(tmp, gw_id, status) + f"""
 [[devices]]
 id = "{device_id}"
 kind = "{kind}"
