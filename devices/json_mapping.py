@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import fields
+from sys import intern
 from typing import Any
 
 from devices.kind import DeviceKind, register
@@ -62,7 +63,9 @@ def _common(doc: dict[str, Any], ctx: DecodeContext, opts: Mapping[str, Any]) ->
     # A top-level key (the canonical form, and most mappings) is one dict lookup; a dotted path walks.
     found = doc.get(id_path, _ABSENT) if "." not in id_path else get_path(doc, id_path, _ABSENT)
     if found is not _ABSENT and found is not None:
-        device_id = found if type(found) is str else str(found)
+        # Interned: the device book, the windows and the metrics keep the id long after the message is gone;
+        # one string per device, not one per message pinned wherever that message's memory happened to be.
+        device_id = intern(found if type(found) is str else str(found))
     if not device_id:
         raise DecodeError(f"no device id: payload has no {id_path!r} and none is configured")
     ts = ctx.received_ns

@@ -2,7 +2,8 @@
 
 Four times a second it keeps the WAL under half its budget and the journal under its cap (a stat and three
 pragmas while under both: a burst can grow the WAL by megabytes in a second); every second a PASSIVE
-checkpoint; every 5 s it trims what every sink delivered. Its own connection and thread, so checkpoints,
+checkpoint; every 5 s it trims what every sink delivered; every 30 s it hands the heap's free pages back to the
+system (gateway/memory.py: what a burst freed stays mapped otherwise). Its own connection and thread, so checkpoints,
 trimming and the cap never stall the ingest thread's commits for longer than one small transaction. A full
 disk fails a round (counted, logged once, a health reason); the next round tries again.
 """
@@ -15,9 +16,12 @@ import time
 
 from aggregators.windows import WindowEngine
 from gateway.journal import Journal, WriteFailure
+from gateway.memory import release_free_memory
 from gateway.metrics import Metrics
 
 __all__ = ["Housekeeper"]
+
+RELEASE_EVERY_S = 30.0  # malloc_trim walks the heap: a few ms for 60 MB (docs/performance.md)
 
 
 class Housekeeper:
@@ -45,9 +49,13 @@ class Housekeeper:
         journal = Journal(self.journal.path, self.journal.synchronous, self.journal.max_bytes)
         try:
             last_checkpoint = last_trim = 0.0
+            last_release = time.monotonic()
             while not stop.wait(0.25):
                 try:
                     now = time.monotonic()
+                    if now - last_release >= RELEASE_EVERY_S:
+                        last_release = now
+                        release_free_memory()
                     if now - last_checkpoint >= 1.0:
                         last_checkpoint = now
                         journal.checkpoint()

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from itertools import repeat
 from operator import itemgetter
+from sys import intern
 from typing import Any, NamedTuple, overload
 
 import orjson
@@ -111,7 +112,10 @@ def unpack(last_seq: int, n: int, blob: bytes) -> Pack:
     if blob[:1] != _PACK_V1:
         raise sqlite3.DatabaseError(f"journal pack of unknown version {blob[:1]!r} (written by a newer citygw?)")
     c = orjson.loads(blob[1:])
-    return Pack(last_seq - n + 1, c["series"], c["s"], c["value"], c["ts"])
+    # Interned: whatever outlives the batch (the feed's deadband state, the line-protocol prefix cache) then
+    # shares one string per device and quantity, instead of pinning each pack's copies all over the heap.
+    series = [[intern(field) for field in row] for row in c["series"]]
+    return Pack(last_seq - n + 1, series, c["s"], c["value"], c["ts"])
 
 
 def pack_rows(p: Pack, start: int = 0, stop: int | None = None) -> Iterable[tuple[Any, ...]]:

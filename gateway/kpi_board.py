@@ -42,7 +42,6 @@ class KpiBoard:
         self._lock = threading.Lock()
         self._latest: OrderedDict[tuple[str, str, str], KpiPoint] = OrderedDict()
         self._history: OrderedDict[tuple[str, str], _History] = OrderedDict()
-        self._units: dict[tuple[str, str], str] = {}
 
     def add(self, points: Sequence[KpiPoint]) -> None:
         """Remember newly closed windows and indicators."""
@@ -57,14 +56,13 @@ class KpiBoard:
                     if series is None:
                         series = self._history[hkey] = _History(self.chart_points)
                     series.append(p.start_ns, p.value)
-                    self._units[hkey] = p.unit
+                    series.unit = p.unit
                     self._history.move_to_end(hkey)
             while len(self._latest) > self.max_series:
                 self._latest.popitem(last=False)
                 self.evicted += 1
             while len(self._history) > self.max_series:
-                old, _ = self._history.popitem(last=False)
-                self._units.pop(old, None)
+                self._history.popitem(last=False)
 
     def latest(self) -> list[KpiPoint]:
         """The latest point of every series, by device, series name and window length."""
@@ -75,7 +73,7 @@ class KpiBoard:
     def history(self, device_id: str, since_ns: int) -> dict[str, tuple[str, list[tuple[int, float]]]]:
         """Per quantity of the device: (unit, [(window start ns, value)]) from `since_ns` on."""
         with self._lock:
-            out = {q: (self._units[(d, q)], series.since(since_ns))
+            out = {q: (series.unit, series.since(since_ns))
                    for (d, q), series in self._history.items() if d == device_id}
         return {q: v for q, v in sorted(out.items()) if v[1]}
 
@@ -86,12 +84,14 @@ class KpiBoard:
 
 
 class _History:
-    """One series' last `keep` chart points as two arrays: 16 bytes a point, against about 120 in a deque of tuples."""
+    """One series' unit and last `keep` chart points as two arrays: 16 bytes a point, against about 120 in a deque
+    of tuples."""
 
-    __slots__ = ("keep", "starts", "values")
+    __slots__ = ("keep", "starts", "unit", "values")
 
     def __init__(self, keep: int) -> None:
         self.keep = keep
+        self.unit = ""
         self.starts = array("q")
         self.values = array("d")
 

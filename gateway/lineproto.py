@@ -11,6 +11,7 @@ after a crash is idempotent.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from sys import intern
 
 import orjson
 
@@ -59,7 +60,9 @@ def _reading_prefix(gateway: str, device_id: str, quantity: str, unit: str, qual
         prefix = f"reading{_tag_set(fixed, tags, reserved)} value="
         if len(_prefix_cache) >= _PREFIX_CACHE_MAX:
             _prefix_cache.clear()  # bounded; the next lines rebuild what is still in use
-        _prefix_cache[key] = prefix
+        # Interned: the cache outlives the journal rows these strings were read from.
+        _prefix_cache[(intern(gateway), intern(device_id), intern(quantity), intern(unit), intern(quality),
+                       intern(tags_json))] = prefix
     return prefix
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -107,3 +108,18 @@ def test_closed_until_advances_without_data() -> None:
     assert e.closed_until["1m"] == T0 + 120 * S
     assert e.add(r(119, 1.0)) is False
     assert e.add(r(121, 1.0)) is True
+
+
+def test_the_open_window_table_shrinks_once_its_windows_closed() -> None:
+    """A dict keeps its table when keys go: 20,000 closed windows must not leave ~1 MB of empty slots behind."""
+    e = WindowEngine([WindowSpec.parse("1m")], grace_ns=0)
+    empty = sys.getsizeof(e._open)
+    readings = [Reading(f"dev-{i}", "pm2_5", 1.0, "ug/m3", T0) for i in range(20_000)]
+    e.add_many(readings)
+    full = sys.getsizeof(e._open)
+    assert full > 500_000
+    points = e.advance(T0 + 60 * S)
+    assert len(points) == 20_000
+    assert sys.getsizeof(e._open) == empty
+    e.add_many([Reading(f"dev-{i}", "pm2_5", 2.0, "ug/m3", T0 + 60 * S) for i in range(10)])  # still takes windows
+    assert [p.value for p in e.advance(T0 + 120 * S)] == [2.0] * 10
