@@ -26,7 +26,7 @@ import numpy as np
 from aggregators.counters import CounterDelta
 from aggregators.kpi import KpiPoint
 from aggregators.stats import SMALL_WINDOW, coverage, level_stats, small_coverage, small_level_stats, small_sum
-from devices.reading import Reading
+from devices.reading import EMPTY_TAGS, Reading
 from devices.vocabulary import QUANTITIES
 
 __all__ = ["IDLE_INTERVALS", "WindowEngine", "WindowSpec", "parse_duration_ns"]
@@ -312,8 +312,11 @@ class WindowEngine:
         if horizon > src.horizon:
             src.horizon = horizon
         ends = src.ends
-        while ends and ends[0] <= horizon:
-            due.extend(src.by_end.pop(heapq.heappop(ends)))
+        if ends and ends[0] <= horizon:
+            while ends and ends[0] <= horizon:
+                due.extend(src.by_end.pop(heapq.heappop(ends)))
+            if not ends:  # a fresh {} has no table; the emptied dict keeps one (160 bytes a source)
+                src.by_end = {}
 
     def _close_all(self, due: list[BucketKey]) -> list[KpiPoint]:
         specs = self.specs
@@ -403,7 +406,7 @@ class WindowEngine:
             unit=unit,
             value=headline,
             fields=fields,
-            tags=self._tags.get(key, {}),
+            tags=self._tags.get(key, EMPTY_TAGS),
             valid=cov >= spec.min_coverage,
         )
 

@@ -30,14 +30,18 @@ def _iso(ts_ns: int) -> str:
         return f"{ts_ns} ns"
 
 
+KEY_MASK = (1 << 60) - 1
+
+
 def _key(r: Reading) -> int:
     """Identity of a reading for duplicate detection: its series (device, quantity, tags) and time.
 
-    Tags are part of it: an SDM630 sends voltage for phases L1, L2 and L3 at one instant.
+    Tags are part of it: an SDM630 sends voltage for phases L1, L2 and L3 at one instant. The hash is cut to 60
+    bits: such an int takes a 32-byte block, a full 64-bit one 48 (100,000 remembered keys: 1.6 MB less).
     """
     if r.tags:
-        return hash((r.device_id, r.quantity, r.ts, tuple(sorted(r.tags.items()))))
-    return hash((r.device_id, r.quantity, r.ts))
+        return hash((r.device_id, r.quantity, r.ts, tuple(sorted(r.tags.items())))) & KEY_MASK
+    return hash((r.device_id, r.quantity, r.ts)) & KEY_MASK
 
 
 class Validator:
@@ -102,8 +106,9 @@ class Validator:
                     rejected.append((r, reason))
                 continue
             tags = r.tags
-            key = hash((r.device_id, r.quantity, ts, tuple(sorted(tags.items())))) if tags else \
-                hash((r.device_id, r.quantity, ts))  # the same as _key(r), inlined: this runs for every reading
+            # The same as _key(r), inlined: this runs for every reading.
+            key = (hash((r.device_id, r.quantity, ts, tuple(sorted(tags.items())))) if tags else
+                   hash((r.device_id, r.quantity, ts))) & KEY_MASK
             if key in seen:
                 rejected.append((r, f"duplicate: {r.quantity} reading at {_iso(ts)} (same device, quantity, tags "
                                     "and timestamp)"))
