@@ -147,9 +147,13 @@ class Delivery:
             self.metrics.sink_lag.labels(self.sink.name).set(max(0, last - cursor))
             wanted = entries = self.journal.read_after(cursor, limit, self.sink.only_kind)
             if not entries:
-                if last > cursor:  # only entries of kinds this sink does not take: they count as delivered
+                # Idle: a good moment to make the cursor durable. Not when only entries of kinds this sink does
+                # not take came (they count as delivered): a KPI-only sink would write its cursor after every
+                # commit of readings, taking the journal's write lock the ingest thread waits for.
+                idle = last <= cursor
+                if not idle:
                     cursor = self.cursor = last
-                self._persist_cursor(force=True)  # idle: a good moment to make the cursor durable
+                self._persist_cursor(force=idle)
                 self.wake.wait(self.flush_interval_s)
                 self.wake.clear()
                 continue
