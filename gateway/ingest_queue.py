@@ -22,7 +22,7 @@ Batch = list[tuple[list[Reading], Ack | None]]
 class IngestQueue:
     """At most `max_items` emits; `put` blocks producers (backpressure), `take` hands the ingest thread a batch."""
 
-    def __init__(self, metrics: Metrics, stop: threading.Event, max_items: int = 10_000, batch_max: int = 2000,
+    def __init__(self, metrics: Metrics, stop: threading.Event, max_items: int = 10_000, batch_max: int = 10_000,
                  put_timeout_s: float = 10.0) -> None:
         self.metrics = metrics
         self.max_items = max_items

@@ -50,7 +50,7 @@ class Pipeline:
         metrics: Metrics,
         clock_ns: Callable[[], int] = time.time_ns,
         queue_max: int = 10_000,
-        batch_max: int = 2000,
+        batch_max: int = 10_000,
         put_timeout_s: float = 10.0,
         idle_close_s: float = 5.0,
         sink_names: tuple[str, ...] = (),

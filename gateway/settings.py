@@ -469,7 +469,7 @@ class JournalSection(_Section):
     path: Path | None = None  # default <data_dir>/journal.sqlite
     synchronous: Literal["full", "normal", "off"] = "full"
     max_size: Size = ByteSize(512 * 10**6)
-    batch_max: int = Field(2000, gt=0)
+    batch_max: int = Field(10_000, gt=0)  # readings per journal transaction (docs/performance.md)
 
 
 class AggregationSection(_Section):

@@ -38,7 +38,7 @@ __all__ = ["BATCH_MESSAGES", "BATCH_READINGS", "InboundPackets"]
 log = logging.getLogger("citygw.mqtt")
 
 # Per emitter call, at most this many messages or (once reached) readings: one read of many multi-reading
-# messages must not become one huge journal transaction (2,000 = the pipeline's default batch_max).
+# messages must not become one huge journal transaction (a fifth of the pipeline's default batch_max, 10,000).
 BATCH_MESSAGES = 1000
 BATCH_READINGS = 2000
 
