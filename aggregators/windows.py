@@ -102,6 +102,18 @@ class _Source:
         self.ends: list[int] = []
 
 
+def _raise_horizon(src: _Source, horizon: int, due: list[BucketKey]) -> None:
+    """Move the source's horizon up to `horizon`; add the keys of the buckets that closed to `due`."""
+    if horizon > src.horizon:
+        src.horizon = horizon
+    ends = src.ends
+    if ends and ends[0] <= horizon:
+        while ends and ends[0] <= horizon:
+            due.extend(src.by_end.pop(heapq.heappop(ends)))
+        if not ends:  # a fresh {} has no table; the emptied dict keeps one (160 bytes a source)
+            src.by_end = {}
+
+
 class WindowEngine:
     """Folds readings into open windows and emits KPI points when the watermark closes them."""
 
@@ -261,7 +273,7 @@ class WindowEngine:
             self._floor = horizon
         due: list[BucketKey] = []
         for src in self._sources.values():
-            self._raise(src, horizon, due)
+            _raise_horizon(src, horizon, due)
         for spec in self.specs:
             # Everything that ends at or before the horizon is closed now, buckets or not.
             start, end = self.window_of(spec, horizon)
@@ -304,19 +316,8 @@ class WindowEngine:
                 elif watermark < lowest:
                     watermark = lowest
             if watermark - grace > src.horizon:
-                self._raise(src, watermark - grace, due)
+                _raise_horizon(src, watermark - grace, due)
         return self._close_all(due)
-
-    @staticmethod
-    def _raise(src: _Source, horizon: int, due: list[BucketKey]) -> None:
-        if horizon > src.horizon:
-            src.horizon = horizon
-        ends = src.ends
-        if ends and ends[0] <= horizon:
-            while ends and ends[0] <= horizon:
-                due.extend(src.by_end.pop(heapq.heappop(ends)))
-            if not ends:  # a fresh {} has no table; the emptied dict keeps one (160 bytes a source)
-                src.by_end = {}
 
     def _close_all(self, due: list[BucketKey]) -> list[KpiPoint]:
         specs = self.specs
