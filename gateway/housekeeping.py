@@ -21,7 +21,7 @@ from gateway.metrics import Metrics
 
 __all__ = ["Housekeeper"]
 
-RELEASE_EVERY_S = 30.0  # malloc_trim walks the heap: a few ms for 60 MB (docs/performance.md)
+RELEASE_EVERY_S = 30.0  # malloc_trim walks the heap: 12-20 ms for 250 MB (docs/performance.md)
 
 
 class Housekeeper:
