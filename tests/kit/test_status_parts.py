@@ -80,6 +80,18 @@ def _point(device: str, name: str, window: str, start: int, value: float = 1.0) 
     return KpiPoint(name, device, window, start, start + size, "ug/m3", value)
 
 
+def test_kpi_board_keeps_of_a_point_what_the_status_page_shows() -> None:
+    board = KpiBoard(None)
+    stats = {"mean": 2.0, "min": 1.0, "max": 3.0, "count": 3, "coverage": 0.75}
+    point = KpiPoint("pm10", "a", "1m", 0, 60 * S, "ug/m3", 2.0, stats, {"site": "north"}, valid=False)
+    board.add([point, _point("b", "pm10", "1m", 0)])
+    kept = {p.device_id: p for p in board.latest()}
+    assert kept["a"].fields == {"coverage": 0.75}  # the other statistics are in InfluxDB, not on the page
+    assert (kept["a"].value, kept["a"].tags, kept["a"].valid, kept["a"].end_ns) == (2.0, {"site": "north"}, False,
+                                                                                   60 * S)
+    assert kept["b"].fields == {}
+
+
 def test_kpi_board_keeps_the_latest_of_every_series_within_its_bound() -> None:
     specs = [WindowSpec.parse(w) for w in ("10s", "1m", "1h")]
     chart = chart_window(specs)
