@@ -11,6 +11,7 @@ import threading
 from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from aggregators.kpi import KpiPoint
@@ -35,8 +36,7 @@ def _as_shown(p: KpiPoint) -> KpiPoint:
     """The point as the status page shows it: of its statistics only the coverage (10,000 series: 4 MB less)."""
     if len(p.fields) <= 1 or "coverage" not in p.fields:
         return p
-    return KpiPoint(p.name, p.device_id, p.window, p.start_ns, p.end_ns, p.unit, p.value,
-                    {"coverage": p.fields["coverage"]}, p.tags, p.valid)
+    return replace(p, fields={"coverage": p.fields["coverage"]})
 
 
 class KpiBoard:
