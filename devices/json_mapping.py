@@ -11,8 +11,7 @@ Without `fields`, the canonical citygw form is read:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import fields
+from collections.abc import Mapping
 from sys import intern
 from typing import Any
 
@@ -27,34 +26,9 @@ _ABSENT = object()
 _CANONICAL_UNITS = {name: q.units[0] for name, q in QUANTITIES.items()}
 
 
-def _reading_maker() -> Callable[[str, str, float, str, int, Mapping[str, str], str], Reading]:
-    """Reading(...) for the decoder's hot path: its slots set directly, not through the frozen dataclass's __init__.
-
-    The dataclass __init__ of a frozen class calls object.__setattr__ once per field (about half the cost of
-    decoding a reading); setting the slots' descriptors directly gives the same object in a third of the time.
-    Used only while Reading has exactly these fields: anything else gets the plain constructor.
-    """
-    names = ("device_id", "quantity", "value", "unit", "ts", "tags", "quality")
-    if tuple(f.name for f in fields(Reading)) != names or not hasattr(Reading, "__slots__"):
-        return Reading
-    new = object.__new__
-    device_id, quantity, value, unit, ts, tags, quality = (getattr(Reading, n).__set__ for n in names)
-
-    def make(d: str, q: str, v: float, u: str, t: int, g: Mapping[str, str], k: str) -> Reading:
-        r = new(Reading)
-        device_id(r, d)
-        quantity(r, q)
-        value(r, v)
-        unit(r, u)
-        ts(r, t)
-        tags(r, g)
-        quality(r, k)
-        return r
-
-    return make
-
-
-_new_reading = _reading_maker()
+# Reading(...) for the decoder's hot path: the named tuple built in C, without the generated __new__'s Python
+# frame (0.17 against 0.33 µs a reading).
+_new_tuple = tuple.__new__
 
 
 def _common(doc: dict[str, Any], ctx: DecodeContext, opts: Mapping[str, Any]) -> tuple[str, int, dict[str, str]]:
@@ -99,7 +73,7 @@ def decode(payload: bytes, ctx: DecodeContext) -> list[Reading]:
             quantity = spec["quantity"]
             value = parse_number(raw, path) * float(spec.get("scale", 1.0)) + float(spec.get("offset", 0.0))
             unit = spec.get("unit") or canonical_unit(quantity)
-            out.append(_new_reading(device_id, quantity, value, unit, ts, tags, QUALITY_GOOD))
+            out.append(_new_tuple(Reading, (device_id, quantity, value, unit, ts, tags, QUALITY_GOOD)))
     else:
         values = doc.get("values")
         if not isinstance(values, dict) or not values:
@@ -114,8 +88,8 @@ def decode(payload: bytes, ctx: DecodeContext) -> list[Reading]:
         for quantity, raw in values.items():
             value = raw if type(raw) is float and raw - raw == 0.0 else parse_number(raw, f"values.{quantity}")
             unit = (units.get(quantity) if units else None) or canonical.get(quantity) or canonical_unit(quantity)
-            append(_new_reading(device_id, quantity, value, unit if type(unit) is str else str(unit), ts, tags,
-                                QUALITY_GOOD))
+            append(_new_tuple(Reading, (device_id, quantity, value, unit if type(unit) is str else str(unit), ts,
+                                        tags, QUALITY_GOOD)))
     if not out:
         raise DecodeError("payload carries none of the mapped fields", payload)
     return out

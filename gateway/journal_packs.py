@@ -88,12 +88,16 @@ def pack(readings: Sequence[Reading]) -> tuple[int, int, bytes]:
     of_series = index.setdefault
     # Each reading's series (device, quantity, unit, tags, quality) as an index into a table of them: a batch
     # has few series, and strings decoded once per series, not once per reading, are what makes reading it cheap.
-    series = [of_series((r.device_id, r.quantity, r.unit, tags_json(r.tags) if r.tags else "{}", r.quality),
-                        len(index)) for r in readings]
-    ts = [r.ts for r in readings]
-    # float(): the REAL column made every value a float; a decoder's int (a count) or numpy.float64 (which
-    # orjson refuses) must come back as the same float from a pack.
-    columns = {"series": list(index), "s": series, "value": [float(r.value) for r in readings], "ts": ts}
+    series: list[int] = []
+    values: list[float] = []
+    ts: list[int] = []
+    for device_id, quantity, value, unit, t, tags, quality in readings:  # unpacked: see Reading
+        series.append(of_series((device_id, quantity, unit, tags_json(tags) if tags else "{}", quality), len(index)))
+        # float(): the REAL column made every value a float; a decoder's int (a count) or numpy.float64 (which
+        # orjson refuses) must come back as the same float from a pack.
+        values.append(float(value))
+        ts.append(t)
+    columns = {"series": list(index), "s": series, "value": values, "ts": ts}
     return min(ts), max(ts), _PACK_V1 + orjson.dumps(columns)
 
 

@@ -274,9 +274,9 @@ class Pipeline:
         self.engine.add_many(good, now)
         per_device = Counter(map(_device_of, good))  # counted in C
         newest: dict[str, int] = {}
-        for r in good:
-            if r.ts > newest.get(r.device_id, 0):
-                newest[r.device_id] = r.ts
+        for device, _, _, _, ts, _, _ in good:  # unpacked: see Reading
+            if ts > newest.get(device, 0):
+                newest[device] = ts
         self._max_event_ns = max(self._max_event_ns, *newest.values())
         self._touched.update(newest)
         for device, ts in newest.items():

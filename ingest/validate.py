@@ -92,25 +92,24 @@ class Validator:
         limit = self.max_remembered
         latest = now_ns + self.max_future_ns
         for r in readings:
-            bounds = ranges.get((r.quantity, r.unit))
+            device_id, quantity, value, unit, ts, tags, _ = r  # one unpack: see Reading
+            bounds = ranges.get((quantity, unit))
             if bounds is None:
-                bounds = self._bounds(r.quantity, r.unit)
-            ts = r.ts
+                bounds = self._bounds(quantity, unit)
             # NaN fails the range comparison too, and so does every value for _NOT_ACCEPTED: every reading
             # that check() would reject for its quantity, unit, value or time takes the slow path.
-            if not bounds[0] <= r.value <= bounds[1] or not MIN_PLAUSIBLE_NS <= ts <= latest:
+            if not bounds[0] <= value <= bounds[1] or not MIN_PLAUSIBLE_NS <= ts <= latest:
                 reason = self.check(r, now_ns)
                 if reason is None:
                     good.append(r)
                 else:
                     rejected.append((r, reason))
                 continue
-            tags = r.tags
             # The same as _key(r), inlined: this runs for every reading.
-            key = (hash((r.device_id, r.quantity, ts, tuple(sorted(tags.items())))) if tags else
-                   hash((r.device_id, r.quantity, ts))) & KEY_MASK
+            key = (hash((device_id, quantity, ts, tuple(sorted(tags.items())))) if tags else
+                   hash((device_id, quantity, ts))) & KEY_MASK
             if key in seen:
-                rejected.append((r, f"duplicate: {r.quantity} reading at {_iso(ts)} (same device, quantity, tags "
+                rejected.append((r, f"duplicate: {quantity} reading at {_iso(ts)} (same device, quantity, tags "
                                     "and timestamp)"))
                 continue
             seen.add(key)

@@ -12,12 +12,15 @@ from devices.reading import DecodeContext, Reading
 T0 = 1_767_225_600_000_000_000
 
 
-def test_the_fast_reading_maker_is_in_use_and_makes_equal_readings() -> None:
-    # If Reading's fields change, the maker falls back to the constructor; this says so instead of slowing silently.
-    assert json_mapping._new_reading is not Reading
-    made = json_mapping._new_reading("dev-1", "pm2_5", 3.5, "ug/m3", T0, {"site": "a"}, "good")
+def test_decoded_readings_are_readings_in_the_field_order_the_hot_loops_unpack() -> None:
+    # The decoder builds its readings with tuple.__new__, and the per-reading loops (validation, windows, the
+    # journal's packs) unpack them by position: a reordered field must fail here, not swap values silently.
+    assert Reading._fields == ("device_id", "quantity", "value", "unit", "ts", "tags", "quality")
+    payload = orjson.dumps({"device_id": "dev-1", "ts": T0, "values": {"pm2_5": 3.5}})
+    (made,) = json_mapping.decode(payload, DecodeContext(received_ns=T0, tags={"site": "a"}))
     plain = Reading("dev-1", "pm2_5", 3.5, "ug/m3", T0, {"site": "a"})
     assert made == plain and repr(made) == repr(plain) and type(made) is Reading
+    assert (made.device_id, made.value, made.ts, made.tags, made.quality) == ("dev-1", 3.5, T0, {"site": "a"}, "good")
     assert pickle.loads(pickle.dumps(made)) == plain
 
 
