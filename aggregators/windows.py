@@ -101,6 +101,19 @@ class _Source:
         self.by_end: dict[int, list[BucketKey]] = {}
         self.ends: list[int] = []
 
+    def note(self, ts: int, received_ns: int | None) -> None:
+        """Take in a reading's event time; `received_ns` (None in a replay) is when its batch arrived."""
+        if received_ns is not None and received_ns != self.received:  # the first reading of a new batch
+            if self.interval == _NO_BATCH:
+                self.interval, self.first = _ONE_BATCH, ts
+            else:
+                self.interval = received_ns - self.received  # the pause before this batch
+            self.received = received_ns
+        if self.interval == _ONE_BATCH and ts < self.first:
+            self.first = ts
+        if ts > self.max_event:
+            self.max_event = ts
+
 
 def _raise_horizon(src: _Source, horizon: int, due: list[BucketKey]) -> None:
     """Move the source's horizon up to `horizon`; add the keys of the buckets that closed to `due`."""
@@ -171,35 +184,33 @@ class WindowEngine:
         # WindowSpec, whose dataclass __hash__ (Python code) cost more than the rest of a lookup.
         specs = [(i, spec.size_ns, spec.calendar_day, spec.label) for i, spec in enumerate(self.specs)]
         late = 0
-        for reading in readings:
-            device = reading.device_id
-            src = sources.get(device)
-            if src is None:
-                src = sources[device] = _Source(self._floor)
-            ts = reading.ts
-            if received_ns is not None and received_ns != src.received:  # the first reading of a new batch
-                if src.interval == _NO_BATCH:
-                    src.interval, src.first = _ONE_BATCH, ts
-                else:
-                    src.interval = received_ns - src.received  # the pause before this batch
-                src.received = received_ns
-            if src.interval == _ONE_BATCH and ts < src.first:
-                src.first = ts
-            if ts > src.max_event:
-                src.max_event = ts
-            quantity = reading.quantity
-            unit = reading.unit
-            horizon = src.horizon
-            taken = False
-            for index, size, calendar_day, label in specs:
-                if calendar_day:
-                    start, end = self.window_of(self.specs[index], ts)
-                else:
-                    start = ts - ts % size
-                    end = start + size
-                if end <= horizon:
-                    self._count_late(device, label, ts, horizon)
-                    continue
+        run_device: str | None = None
+        run_ts = 0
+        for device, quantity, value, unit, ts, tags, _ in readings:  # unpacked: see Reading
+            if device != run_device or ts != run_ts:
+                # A run of readings with one device and event time (a message's readings): its source's state
+                # and its windows are worked out once for the run, not once per reading.
+                run_device, run_ts = device, ts
+                found = sources.get(device)
+                src = found if found is not None else sources.setdefault(device, _Source(self._floor))
+                src.note(ts, received_ns)
+                horizon = src.horizon
+                targets: list[tuple[int, int, int]] = []  # (index, start, end) of the windows open for it
+                missed: list[str] = []  # labels of the window sizes whose window of it is closed already
+                for index, size, calendar_day, label in specs:
+                    start, end = (self.window_of(self.specs[index], ts) if calendar_day else
+                                  (ts - ts % size, ts - ts % size + size))
+                    if end <= horizon:
+                        missed.append(label)
+                    else:
+                        targets.append((index, start, end))
+            for label in missed:
+                self._count_late(device, label, ts, horizon)
+            if not targets:
+                self.late += 1
+                late += 1
+                continue
+            for index, start, end in targets:
                 bucket_key = (device, quantity, unit, index, start)
                 pairs = buckets.get(bucket_key)
                 if pairs is None:
@@ -211,14 +222,9 @@ class WindowEngine:
                         heapq.heappush(src.ends, end)
                     due.append(bucket_key)  # the same tuple object as the dict key: no second copy
                 pairs.append(ts - start)
-                pairs.append(reading.value)
-                taken = True
-            if taken:
-                if reading.tags:
-                    self._tags[(device, quantity, unit)] = dict(reading.tags)
-            else:
-                self.late += 1
-                late += 1
+                pairs.append(value)
+            if tags:
+                self._tags[(device, quantity, unit)] = dict(tags)
         return late
 
     def _count_late(self, device: str, label: str, ts: int, horizon: int) -> None:
