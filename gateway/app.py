@@ -124,13 +124,13 @@ class Gateway:
                 sinks.append(InfluxV1Sink(
                     name, cfg.url, cfg.database, cfg.username,
                     read_secret(cfg.password_env, cfg.password_file, "influx.password"),
-                    gzip_body=cfg.gzip, timeout_s=cfg.timeout, ca_file=cfg.ca_file, verify_tls=cfg.verify_tls,
-                    create_database=cfg.create_database, gateway_id=s.gateway.id))
+                    gzip_body=cfg.compress(), timeout_s=cfg.timeout, ca_file=cfg.ca_file,
+                    verify_tls=cfg.verify_tls, create_database=cfg.create_database, gateway_id=s.gateway.id))
             else:
                 sinks.append(InfluxV2Sink(
                     name, cfg.url, cfg.org, cfg.bucket, read_secret(cfg.token_env, cfg.token_file, "influx.token"),
-                    gzip_body=cfg.gzip, timeout_s=cfg.timeout, ca_file=cfg.ca_file, verify_tls=cfg.verify_tls,
-                    gateway_id=s.gateway.id))
+                    gzip_body=cfg.compress(), timeout_s=cfg.timeout, ca_file=cfg.ca_file,
+                    verify_tls=cfg.verify_tls, gateway_id=s.gateway.id))
         # The city-platform sinks (and their HTTP stack, ~6 MB) load only on a kit that sends to one.
         if s.sensorthings:
             from gateway.sinks.sensorthings import build_sensorthings_sinks

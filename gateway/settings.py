@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -380,8 +381,26 @@ class InfluxSection(_Section):
     # long after it: fewer, larger writes (influxd fsyncs its WAL once per write request); 0 writes at once.
     linger: Duration = 0.2
     timeout: Duration = 10.0
-    gzip: bool = True
+    gzip: bool | Literal["auto"] = "auto"  # "auto": see compress(); true or false forces it
     create_database: bool = False  # v1: CREATE DATABASE when the server says it is missing
+
+    @field_validator("gzip", mode="before")
+    @classmethod
+    def _gzip_choice(cls, value: Any) -> Any:
+        if isinstance(value, bool) or value == "auto":
+            return value
+        raise ValueError(f'gzip is true, false or "auto", not {value!r}')
+
+    def compress(self) -> bool:
+        """Whether writes are gzip'd: as set, or with "auto" unless the server is on this machine.
+
+        gzip saves an uplink 94 % of the bytes of a batch of readings, but costs both ends CPU: 0.25 µs per
+        point to compress at level 1, and in influxd 1.6 0.5-1.5 µs per point more to take it in. Over
+        loopback (an influxd on the kit itself) there is no uplink to save, so "auto" sends it plain.
+        """
+        if self.gzip != "auto":
+            return self.gzip
+        return not is_loopback(urllib.parse.urlsplit(self.url).hostname or "")
 
     @model_validator(mode="after")
     def _api_fields(self) -> InfluxSection:

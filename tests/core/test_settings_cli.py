@@ -122,6 +122,26 @@ def test_a_bad_size_names_its_file_line_and_key(tmp_path: Path, written: str, sh
     assert problems == [f"{where}: invalid size {shown}: use e.g. 500MB, 2GB, 64MiB"]
 
 
+@pytest.mark.parametrize(("url", "written", "compressed"), [
+    ("http://127.0.0.1:8086", None, False), ("http://localhost:8086", None, False), ("http://[::1]:8086", None, False),
+    ("http://127.0.0.2:8428", None, False), ("https://influx.city.example:8086", None, True),
+    ("http://10.0.0.5:8086", None, True), ("http://127.0.0.1:8086", "true", True),
+    ("https://influx.city.example", "false", False), ("http://127.0.0.1:8086", '"auto"', False),
+])
+def test_influx_gzip_is_auto_plain_over_loopback_unless_set(tmp_path: Path, url: str, written: str | None,
+                                                              compressed: bool) -> None:
+    path = tmp_path / "kit.toml"
+    path.write_text(f'[[influx]]\napi = "v1"\nurl = "{url}"\ndatabase = "d"\n'
+                    + (f"gzip = {written}\n" if written else ""))
+    (influx,) = load_settings(path, env={}).influx
+    assert influx.compress() is compressed
+
+
+def test_influx_gzip_takes_only_true_false_or_auto(tmp_path: Path) -> None:
+    problems = _problems(tmp_path, '[[influx]]\napi = "v1"\nurl = "http://a:8086"\ndatabase = "d"\ngzip = "maybe"\n')
+    assert problems == [f"{tmp_path / 'kit.toml'}:5: influx[0].gzip: gzip is true, false or \"auto\", not 'maybe'"]
+
+
 REFERENCE_FRAME = "42 4d 00 1c 00 00 00 08 00 08 00 00 00 08 00 08 00 d2 00 46 00 2d 00 1e 00 00 00 00 97 00 02 c5"
 
 
