@@ -54,6 +54,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def influx_writes(influx: InfluxV1) -> int:
+    """Write requests influxd has served so far (its /debug/vars), whoever sent them."""
+    with urllib.request.urlopen(f"{influx.url}/debug/vars", timeout=10) as resp:
+        stats = orjson.loads(resp.read())
+    return sum(int(v["values"].get("writeReq", 0)) for v in stats.values()
+               if isinstance(v, dict) and v.get("name") == "httpd")
+
+
 def rss_mb(pid: int, peak: bool = False) -> float:
     """Resident (or peak resident) memory of a process in MB."""
     key = "VmHWM:" if peak else "VmRSS:"
@@ -242,6 +250,7 @@ def bench_throughput(consumer: Consumer, broker: Mosquitto, influx: InfluxV1, db
     try:
         payloads = make_payloads(n, readings, 100, time.time_ns() - 3600 * 10**9)
         cpu0 = cpu_seconds(consumer.pid)
+        writes0 = influx_writes(influx)
         others0 = {name: cpu_seconds(server.pid) for name, server in (("broker", broker), ("influxd", influx))
                    if server.pid}
         t0 = time.monotonic()
@@ -256,8 +265,11 @@ def bench_throughput(consumer: Consumer, broker: Mosquitto, influx: InfluxV1, db
         others = {f"{name}_cpu_per_1k_ms": (cpu_seconds(server.pid) - others0[name]) / n * 1e6
                   for name, server in (("broker", broker), ("influxd", influx)) if name in others0 and server.pid}
         # Landing right after the publisher finished: the publisher set the pace, not the consumer.
-        print(f"  published in {published - t0:.1f} s, all landed after {elapsed:.1f} s", flush=True)
+        writes = influx_writes(influx) - writes0
+        print(f"  published in {published - t0:.1f} s, all landed after {elapsed:.1f} s; {writes:,} write requests",
+              flush=True)
         return {"msgs_s": n / elapsed, "readings_s": n * readings / elapsed, "cpu_per_1k_ms": cpu / n * 1e6,
+                "points_per_write": n * readings / max(1, writes),
                 "peak_rss_mb": rss_mb(consumer.pid, peak=True), "elapsed": elapsed, **others}
     finally:
         consumer.stop()
