@@ -58,8 +58,9 @@ log = logging.getLogger("citygw.mqtt")
 RECV_SIZE = 256 * 1024
 # Readings (or messages, where a batch has fewer readings than messages) handed to the emitter and not yet
 # acknowledged, i.e. journaled. Above it the socket is not read: TCP then holds the broker back (MQTT 3.1.1
-# has no Receive Maximum), which bounds the memory the ingest queue can take. 20,000 keeps ten of the
-# pipeline's 2,000-reading transactions in flight.
+# has no Receive Maximum), which bounds the memory the ingest queue can take. 20,000 keeps two of the
+# pipeline's 10,000-reading transactions in flight: one committing while the next fills. 100,000 was no faster
+# (docs/performance.md, sixth pass).
 MAX_UNACKED = 20_000
 STALL_S = 30.0  # no ack for this long while paused: the pipeline dropped a batch (full queue); read on
 CONNECT_TIMEOUT_S = 5.0  # TCP connect, TLS handshake, CONNACK (each)
@@ -357,13 +358,22 @@ class BulkMqttSource:
                     acks.release()
                     continue
                 last_rx = now  # we are not reading: the broker's silence means nothing
-                ready, _, _ = select.select([wake_r], [], [], 1.0)
-                if ready:
-                    acks.drain_wake()
+                if acks.begin_select(paused=True):
+                    try:
+                        ready, _, _ = select.select([wake_r], [], [], 1.0)
+                    finally:
+                        acks.end_select()
+                    if ready:
+                        acks.drain_wake()
                 continue
             paused_since = 0.0
             if not (tls and sock.pending()):  # type: ignore[attr-defined]
-                ready, _, _ = select.select([sock, wake_r], [], [], min(1.0, keepalive / 4) if keepalive else 1.0)
+                if not acks.begin_select(paused=False):
+                    continue  # PUBACKs to flush first
+                try:
+                    ready, _, _ = select.select([sock, wake_r], [], [], min(1.0, keepalive / 4) if keepalive else 1.0)
+                finally:
+                    acks.end_select()
                 if wake_r in ready:
                     acks.drain_wake()
                 if sock not in ready:
