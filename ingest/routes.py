@@ -16,6 +16,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
@@ -26,6 +27,7 @@ from devices.reading import EMPTY_TAGS, DecodeContext, DecodeError, Reading
 __all__ = ["RETAINED_REASON", "Decoded", "Rejected", "Route", "RouteTable", "decode_for_route"]
 
 _LEVEL = re.compile(r"\{(\d+)\}")
+_DEVICE_ID = attrgetter("device_id")
 
 # A message with the RETAIN flag reaches a subscriber only as the broker's stored copy, replayed because we
 # (re)subscribed (MQTT 3.1.1 §3.3.1.3; MQTT 5 without retain-as-published, which we never ask for). Live
@@ -68,7 +70,7 @@ class Route:
 def decode_for_route(route: Route, payload: bytes, ctx: DecodeContext) -> list[Reading]:
     """The route's decoder, plus the input's rule that every reading names its device (DecodeError if not)."""
     readings = route.kind.decode(payload, ctx)
-    if any(not r.device_id for r in readings):
+    if not all(map(_DEVICE_ID, readings)):  # in C: no generator frame per reading
         raise DecodeError(f"no device id: the payload names no device and the route {route.topic!r} sets none; "
                           'set device_id on the route (e.g. device_id = "{1}" for the second topic level) or the '
                           "format's id option (docs/devices/" + route.kind.name + ".md)", payload)
