@@ -186,31 +186,28 @@ class WindowEngine:
         late = 0
         run_device: str | None = None
         run_ts = 0
+        day_start = day_end = 0  # the local day of the last reading, while it goes on (no datetime per reading)
         for device, quantity, value, unit, ts, tags, _ in readings:  # unpacked: see Reading
             if device != run_device or ts != run_ts:
-                # A run of readings with one device and event time (a message's readings): its source's state
-                # and its windows are worked out once for the run, not once per reading.
+                # A run of readings with one device and event time (a message's readings): its source is looked
+                # up and taught the batch once for the run, not once per reading.
                 run_device, run_ts = device, ts
                 found = sources.get(device)
                 src = found if found is not None else sources.setdefault(device, _Source(self._floor))
                 src.note(ts, received_ns)
                 horizon = src.horizon
-                targets: list[tuple[int, int, int]] = []  # (index, start, end) of the windows open for it
-                missed: list[str] = []  # labels of the window sizes whose window of it is closed already
-                for index, size, calendar_day, label in specs:
-                    start, end = (self.window_of(self.specs[index], ts) if calendar_day else
-                                  (ts - ts % size, ts - ts % size + size))
-                    if end <= horizon:
-                        missed.append(label)
-                    else:
-                        targets.append((index, start, end))
-            for label in missed:
-                self._count_late(device, label, ts, horizon)
-            if not targets:
-                self.late += 1
-                late += 1
-                continue
-            for index, start, end in targets:
+            taken = False
+            for index, size, calendar_day, label in specs:
+                if calendar_day:
+                    if not day_start <= ts < day_end:
+                        day_start, day_end = self.window_of(self.specs[index], ts)
+                    start, end = day_start, day_end
+                else:
+                    start = ts - ts % size
+                    end = start + size
+                if end <= horizon:
+                    self._count_late(device, label, ts, horizon)
+                    continue
                 bucket_key = (device, quantity, unit, index, start)
                 pairs = buckets.get(bucket_key)
                 if pairs is None:
@@ -223,8 +220,13 @@ class WindowEngine:
                     due.append(bucket_key)  # the same tuple object as the dict key: no second copy
                 pairs.append(ts - start)
                 pairs.append(value)
-            if tags:
-                self._tags[(device, quantity, unit)] = dict(tags)
+                taken = True
+            if taken:
+                if tags:
+                    self._tags[(device, quantity, unit)] = dict(tags)
+            else:
+                self.late += 1
+                late += 1
         return late
 
     def _count_late(self, device: str, label: str, ts: int, horizon: int) -> None:

@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     for step, seconds in best.items():
         if step != "wall":
             print(f"  {step:<45}{seconds / total * 1e6:8.2f}")
-    print(f"  {'total':<45}{sum(v for k, v in best.items() if k != 'wall') / total * 1e6:8.2f}")
+    steps = sum(v for k, v in best.items() if k != "wall" and "default" not in k)
+    print(f"  {'total (with the 1m windows of bench/run.py)':<45}{steps / total * 1e6:8.2f}")
     print(f"  {'journal append, wall time':<45}{best['wall'] / total * 1e6:8.2f}")
     return 0
 
@@ -102,6 +103,11 @@ def run_once(messages: int, readings: int, batch_messages: int) -> dict[str, flo
             for batch in batches:
                 engine.add_many(batch, now)
         out["windows (1m)"] = timed(windows)
+
+        # The default windows: the daily one follows local midnight (DST), the costly one before it was cached.
+        engine = WindowEngine([WindowSpec.parse(w) for w in ("1m", "1h", "1d")], grace_ns=2 * 10**9,
+                              timezone="Europe/Madrid")
+        out["windows (1m, 1h, 1d: the default)"] = timed(windows)
 
         sink = {"read": 0.0, "format": 0.0}
 

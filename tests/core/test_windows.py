@@ -102,6 +102,26 @@ def test_calendar_day_follows_local_time_across_dst() -> None:
     assert start == 1_774_738_800 * S  # 2026-03-28T23:00:00Z = local midnight
 
 
+def test_one_batch_across_local_midnights_and_dst_fills_the_same_days_as_one_reading_at_a_time() -> None:
+    # add_many keeps the local day of the reading before; a batch spanning the 23-hour spring-forward day and
+    # the midnights around it, in and out of order, must land every reading in its own local day.
+    specs = [WindowSpec.parse(w) for w in ("1h", "1d")]
+    batch_engine = WindowEngine(specs, grace_ns=0, timezone="Europe/Madrid")
+    single_engine = WindowEngine(specs, grace_ns=0, timezone="Europe/Madrid")
+    midnight = 1_774_738_800  # 2026-03-29 00:00 local (23:00Z the day before)
+    offsets = [-7200, -1, 0, 3600, 23 * 3600 - 1, 23 * 3600, 23 * 3600 + 60, -3600, 2 * 86400, 5]
+    readings = [Reading("dev-1", "pm2_5", float(i), "ug/m3", (midnight + o) * S) for i, o in enumerate(offsets)]
+    batch_engine.add_many(readings)
+    for reading in readings:
+        single_engine.add(reading)
+    end = (midnight + 4 * 86400) * S
+    days = [(p.start_ns // S, p.end_ns // S, p.fields["count"]) for p in batch_engine.advance(end) if p.window == "1d"]
+    assert days == [(p.start_ns // S, p.end_ns // S, p.fields["count"])
+                    for p in single_engine.advance(end) if p.window == "1d"]
+    assert days == [(midnight - 86400, midnight, 3), (midnight, midnight + 23 * 3600, 4),
+                    (midnight + 23 * 3600, midnight + 47 * 3600, 2), (midnight + 47 * 3600, midnight + 71 * 3600, 1)]
+
+
 def test_closed_until_advances_without_data() -> None:
     e = WindowEngine([WindowSpec.parse("1m")], grace_ns=0)
     e.advance(T0 + 125 * S)
