@@ -17,7 +17,7 @@ from typing import Any
 
 from devices.kind import DeviceKind, register
 from devices.payload import canonical_unit, get_path, parse_json_object, parse_number, parse_timestamp_ns
-from devices.reading import QUALITY_GOOD, DecodeContext, DecodeError, Reading
+from devices.reading import EMPTY_TAGS, QUALITY_GOOD, DecodeContext, DecodeError, Reading
 from devices.vocabulary import QUANTITIES
 
 _ABSENT = object()
@@ -31,7 +31,7 @@ _CANONICAL_UNITS = {name: q.units[0] for name, q in QUANTITIES.items()}
 _new_tuple = tuple.__new__
 
 
-def _common(doc: dict[str, Any], ctx: DecodeContext, opts: Mapping[str, Any]) -> tuple[str, int, dict[str, str]]:
+def _common(doc: dict[str, Any], ctx: DecodeContext, opts: Mapping[str, Any]) -> tuple[str, int, Mapping[str, str]]:
     device_id = ctx.device_id
     id_path = opts.get("device_id_path", "device_id")
     # A top-level key (the canonical form, and most mappings) is one dict lookup; a dotted path walks.
@@ -47,8 +47,10 @@ def _common(doc: dict[str, Any], ctx: DecodeContext, opts: Mapping[str, Any]) ->
     ts_value = doc.get(ts_path, _ABSENT) if "." not in ts_path else get_path(doc, ts_path, _ABSENT)
     if ts_value is not _ABSENT and ts_value is not None:
         ts = parse_timestamp_ns(ts_value, ts_path)
-    tags = dict(ctx.tags)
     tag_paths = opts.get("tag_paths")
+    if not ctx.tags and not tag_paths:
+        return device_id, ts, EMPTY_TAGS  # the common case: one shared mapping, not a dict per message
+    tags = dict(ctx.tags)
     if tag_paths:
         for tag, path in dict(tag_paths).items():
             value = get_path(doc, path, _ABSENT)
