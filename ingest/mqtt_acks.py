@@ -10,6 +10,7 @@ Receive Maximum) and the ingest queue's memory stays bounded.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import threading
 import time
@@ -116,6 +117,18 @@ class AckFlow:
         """The socket thread is back from select(): acks no longer need to wake it."""
         with self.lock:
             self.selecting = False
+
+    def select(self, sockets: list[socket.socket], timeout: float, paused: bool) -> list[socket.socket]:
+        """The socket thread's select() on `sockets` and the wake-up: those ready to read ([] when acks came in)."""
+        if not self.begin_select(paused):
+            return []
+        try:
+            ready, _, _ = select.select([*sockets, self.wake_r], [], [], timeout)
+        finally:
+            self.end_select()
+        if self.wake_r in ready:
+            self.drain_wake()
+        return [s for s in ready if s is not self.wake_r]
 
     def full(self) -> bool:
         """Whether the socket thread must wait for acks before reading more (sets `paused` accordingly)."""

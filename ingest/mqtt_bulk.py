@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import select
 import socket
 import ssl
 import threading
@@ -331,7 +330,6 @@ class BulkMqttSource:
         last_rx = time.monotonic()
         paused_since = 0.0
         acks, inbound = self.acks, self.inbound
-        wake_r = acks.wake_r
         if pending:
             need = inbound.consume(pending)
         while True:
@@ -358,26 +356,12 @@ class BulkMqttSource:
                     acks.release()
                     continue
                 last_rx = now  # we are not reading: the broker's silence means nothing
-                if acks.begin_select(paused=True):
-                    try:
-                        ready, _, _ = select.select([wake_r], [], [], 1.0)
-                    finally:
-                        acks.end_select()
-                    if ready:
-                        acks.drain_wake()
+                acks.select([], 1.0, paused=True)
                 continue
             paused_since = 0.0
-            if not (tls and sock.pending()):  # type: ignore[attr-defined]
-                if not acks.begin_select(paused=False):
-                    continue  # PUBACKs to flush first
-                try:
-                    ready, _, _ = select.select([sock, wake_r], [], [], min(1.0, keepalive / 4) if keepalive else 1.0)
-                finally:
-                    acks.end_select()
-                if wake_r in ready:
-                    acks.drain_wake()
-                if sock not in ready:
-                    continue
+            timeout = min(1.0, keepalive / 4) if keepalive else 1.0
+            if not (tls and sock.pending()) and sock not in acks.select([sock], timeout, paused=False):  # type: ignore[attr-defined]
+                continue  # nothing to read yet, or PUBACKs to flush first
             try:
                 n = sock.recv_into(view)
             except ConnectionResetError:
