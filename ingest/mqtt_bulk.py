@@ -360,7 +360,8 @@ class BulkMqttSource:
                 continue
             paused_since = 0.0
             timeout = min(1.0, keepalive / 4) if keepalive else 1.0
-            if not (tls and sock.pending()) and sock not in acks.select([sock], timeout, paused=False):  # type: ignore[attr-defined]
+            tls_buffered = tls and sock.pending()  # type: ignore[attr-defined]
+            if not tls_buffered and sock not in acks.select([sock], timeout, paused=False):
                 continue  # nothing to read yet, or PUBACKs to flush first
             try:
                 n = sock.recv_into(view)
