@@ -395,7 +395,7 @@ class InfluxSection(_Section):
         """Whether writes are gzip'd: as set, or with "auto" unless the server is on this machine.
 
         gzip saves an uplink 94 % of the bytes of a batch of readings, but costs both ends CPU: 0.25 µs per
-        point to compress at level 1, and in influxd 1.6 0.5-1.5 µs per point more to take it in. Over
+        point to compress at level 1, and in influxd 1.6 0.5-2.5 µs per point more to take it in. Over
         loopback (an influxd on the kit itself) there is no uplink to save, so "auto" sends it plain.
         """
         if self.gzip != "auto":
