@@ -33,7 +33,6 @@ class AckFlow:
         self.connected = False
         self.outbox = bytearray()  # bounded by max_unacked: PUBACKs of journaled messages, not yet written
         self.unacked = 0  # readings/messages handed to the emitter on this connection, ack not run yet
-        self.paused = False  # the socket thread waits for acks before reading more
         # The socket thread is in (or about to enter) select(): only then does an ack need the wake-up. Each
         # wake-up is a send(), which releases the GIL; under load the socket thread grabbed it at once and the
         # ingest thread waited a switch interval (5 ms) to get it back, once per ack: 10 % of its time.
@@ -90,7 +89,6 @@ class AckFlow:
             self.connected = True
             self.outbox.clear()
             self.unacked = 0
-            self.paused = False
             self.selecting = False
 
     def closed(self) -> bool:
@@ -131,18 +129,13 @@ class AckFlow:
         return [s for s in ready if s is not self.wake_r]
 
     def full(self) -> bool:
-        """Whether the socket thread must wait for acks before reading more (sets `paused` accordingly)."""
-        if self.unacked < self.max_unacked:
-            return False
-        with self.lock:
-            self.paused = self.unacked >= self.max_unacked
-        return self.paused
+        """Whether the socket thread must wait for acks before reading more."""
+        return self.unacked >= self.max_unacked
 
     def release(self) -> None:
         """Forget the acks outstanding (the pipeline dropped them) and read on."""
         with self.lock:
             self.unacked = 0
-            self.paused = False
 
     def wake(self) -> None:
         """Wake the socket thread from its select()."""
