@@ -82,6 +82,7 @@ class Gateway:
         ]
         self.pipeline = Pipeline(
             self.journal, engine, self.metrics, clock_ns=clock_ns, batch_max=s.journal.batch_max,
+            commit_interval_s=s.journal.commit_interval,
             start_thread=self.supervisor.start,
             sink_names=tuple(sink.name for sink in self.sinks), on_appended=self._on_appended,
             on_kpis=self._on_kpis, derived=DerivedKpis(s.kpis, s.gateway.timezone), book=self.monitor.book,

@@ -23,15 +23,18 @@ class IngestQueue:
     """At most `max_items` emits; `put` blocks producers (backpressure), `take` hands the ingest thread a batch."""
 
     def __init__(self, metrics: Metrics, stop: threading.Event, max_items: int = 10_000, batch_max: int = 10_000,
-                 put_timeout_s: float = 10.0) -> None:
+                 put_timeout_s: float = 10.0, commit_interval_s: float = 0.0) -> None:
         self.metrics = metrics
         self.max_items = max_items
         self.batch_max = batch_max
         self.put_timeout_s = put_timeout_s
+        self.commit_interval_s = commit_interval_s
         self._stop = stop
         self._items: deque[tuple[list[Reading], Ack | None]] = deque()
+        self._readings = 0  # readings in _items
         self._cond = threading.Condition()
         self._pending_since = self._committed_at = time.monotonic()
+        self._taken_at = 0.0
         self._processing = False
 
     def put(self, readings: list[Reading], ack: Ack | None = None) -> None:
@@ -58,21 +61,39 @@ class IngestQueue:
             if not self._items:
                 self._pending_since = time.monotonic()
             self._items.append((readings, ack))
-            self._cond.notify_all()
+            self._readings += len(readings)
+            # The taker waits for a first item, or for a full batch (take): waking it for anything else
+            # would only cost a thread switch per put.
+            if len(self._items) == 1 or self._readings >= self.batch_max:
+                self._cond.notify_all()
 
     def take(self) -> Batch:
-        """Up to `batch_max` readings' worth of emits, waiting up to 0.2 s for the first; marks them in process."""
+        """Up to `batch_max` readings' worth of emits, waiting up to 0.2 s for the first; marks them in process.
+
+        Group commit: a batch is taken at most once per `commit_interval_s` (sooner when `batch_max` readings
+        wait). Each commit costs an fsync, ~0.3 ms of CPU here whatever its size; readings arriving steadily
+        share it instead of committing a few at a time. A reading after a quiet spell is taken at once.
+        """
         with self._cond:
             if not self._items and not self._stop.is_set():
                 self._cond.wait(timeout=0.2)
+            if self._items and self.commit_interval_s:
+                due = self._taken_at + self.commit_interval_s
+                while self._readings < self.batch_max and not self._stop.is_set():
+                    wait = due - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._cond.wait(timeout=wait)
             batch: Batch = []
             n = 0
             while self._items and n < self.batch_max:
                 item = self._items.popleft()
                 batch.append(item)
                 n += len(item[0])
+            self._readings -= n
             self.metrics.queue_depth.set(len(self._items))
             if batch:
+                self._taken_at = time.monotonic()
                 self._processing = True
                 self._cond.notify_all()
             return batch

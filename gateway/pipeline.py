@@ -51,6 +51,7 @@ class Pipeline:
         clock_ns: Callable[[], int] = time.time_ns,
         queue_max: int = 10_000,
         batch_max: int = 10_000,
+        commit_interval_s: float = 0.0,
         put_timeout_s: float = 10.0,
         idle_close_s: float = 5.0,
         sink_names: tuple[str, ...] = (),
@@ -73,7 +74,7 @@ class Pipeline:
         self.start_thread = start_thread  # the gateway's supervisor restarts a thread that crashes
         self.book = book  # per-device last seen, latest values, last rejection (status page, staleness)
         self._stop = threading.Event()
-        self.queue = IngestQueue(metrics, self._stop, queue_max, batch_max, put_timeout_s)
+        self.queue = IngestQueue(metrics, self._stop, queue_max, batch_max, put_timeout_s, commit_interval_s)
         self._hold_lock = threading.Lock()
         self._touched: set[str] = set()  # devices whose readings were folded since the last tick
         self._full_tick_at = 0.0

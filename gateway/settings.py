@@ -489,6 +489,7 @@ class JournalSection(_Section):
     synchronous: Literal["full", "normal", "off"] = "full"
     max_size: Size = ByteSize(512 * 10**6)
     batch_max: int = Field(10_000, gt=0)  # readings per journal transaction (docs/performance.md)
+    commit_interval: Duration = 0.01  # at most one commit per this long while readings keep coming
 
 
 class AggregationSection(_Section):

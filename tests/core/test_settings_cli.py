@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from devices import pms5003
+from gateway.app import Gateway
 from gateway.cli import main
 from gateway.settings import ConfigError, load_settings
 
@@ -140,6 +141,19 @@ def test_influx_gzip_is_auto_plain_over_loopback_unless_set(tmp_path: Path, url:
 def test_influx_gzip_takes_only_true_false_or_auto(tmp_path: Path) -> None:
     problems = _problems(tmp_path, '[[influx]]\napi = "v1"\nurl = "http://a:8086"\ndatabase = "d"\ngzip = "maybe"\n')
     assert problems == [f"{tmp_path / 'kit.toml'}:5: influx[0].gzip: gzip is true, false or \"auto\", not 'maybe'"]
+
+
+def test_journal_commit_interval_reaches_the_ingest_queue(tmp_path: Path) -> None:
+    path = tmp_path / "kit.toml"
+    path.write_text(f'[gateway]\ndata_dir = "{tmp_path / "data"}"\nstatus_listen = ""\n')
+    assert load_settings(path, env={}).journal.commit_interval == 0.01  # the default: at most 100 commits/s
+    gateway = Gateway(load_settings(path, env={"CITYGW_JOURNAL_COMMIT_INTERVAL": "25ms"}))
+    try:
+        assert gateway.pipeline.queue.commit_interval_s == 0.025
+    finally:
+        gateway.stop()
+    assert _problems(tmp_path, '[journal]\ncommit_interval = "soon"\n')[0].startswith(
+        f"{path}:2: journal.commit_interval: invalid duration 'soon'")
 
 
 REFERENCE_FRAME = "42 4d 00 1c 00 00 00 08 00 08 00 00 00 08 00 08 00 d2 00 46 00 2d 00 1e 00 00 00 00 97 00 02 c5"
