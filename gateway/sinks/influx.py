@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import base64
 import gzip
-import http.client
-import ssl
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import urllib3
+
 from gateway.journal import Entry
 from gateway.lineproto import entry_line, entry_lines
 from gateway.sinks.base import Action, SinkError
+from gateway.sinks.http_pool import http_pool
 
 if TYPE_CHECKING:
     from gateway.settings import InfluxSection
@@ -50,16 +49,12 @@ def classify_status(status: int, body: str, retry_after: str | None) -> SinkErro
     return SinkError(Action.RETRY, f"HTTP {status}: {snippet}", delay)
 
 
-def _ssl_context(ca_file: Path | None, verify: bool) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    if not verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 class _HttpLineSink:
-    """Shared by both APIs: POST gzip'd line protocol to one URL."""
+    """Shared by both APIs: POST line protocol (gzip'd unless told not to) to one URL, over a kept-alive connection.
+
+    One connection for the sink's life: a new one per write cost a name lookup and a TCP connect each time
+    (a sixth of the sink thread's time at 90,000 points/s), and over TLS a handshake per write.
+    """
 
     name: str
     only_kind: int | None = None  # readings and KPI points both go to InfluxDB
@@ -71,34 +66,35 @@ class _HttpLineSink:
         self._url = write_url
         self._headers = {"Content-Type": "text/plain; charset=utf-8", **headers}
         self._gzip = gzip_body
-        self._timeout_s = timeout_s
-        self._ssl = _ssl_context(ca_file, verify_tls) if write_url.startswith("https") else None
+        self._timeout = urllib3.Timeout(total=timeout_s)
+        self._http = http_pool(write_url, ca_file, verify_tls)
 
     def body(self, entry: Entry) -> str:
         """The entry as a line of line protocol."""
         return entry_line(entry, self._gateway_id)
 
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str, str | None]:
+        """POST on the kept-alive connection: (status, response text, Retry-After); SinkError when unreachable."""
+        try:
+            resp = self._http.request("POST", url, body=body, headers=headers, timeout=self._timeout)
+        except urllib3.exceptions.HTTPError as exc:
+            raise SinkError(Action.RETRY, f"cannot reach {url.split('?')[0]}: {exc}") from None
+        return resp.status, resp.data.decode("utf-8", "replace"), resp.headers.get("Retry-After")
+
     def write(self, entries: Sequence[Entry]) -> None:
         """POST the batch; raise a classified SinkError on failure."""
-        gateway_id = self._gateway_id
-        payload = "\n".join(entry_lines(entries, gateway_id)).encode()
-        headers = dict(self._headers)
+        payload = "\n".join(entry_lines(entries, self._gateway_id)).encode()
+        headers = self._headers
         if self._gzip:
             payload = gzip.compress(payload, compresslevel=1)
-            headers["Content-Encoding"] = "gzip"
-        req = urllib.request.Request(self._url, data=payload, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=self._timeout_s, context=self._ssl) as resp:
-                resp.read()
-        except urllib.error.HTTPError as exc:
-            body = exc.read().decode("utf-8", "replace")
-            raise classify_status(exc.code, body, exc.headers.get("Retry-After")) from None
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise SinkError(Action.RETRY, f"cannot reach {self._url.split('?')[0]}: {reason}") from None
+            headers = {**headers, "Content-Encoding": "gzip"}
+        status, text, retry_after = self.post(self._url, payload, headers)
+        if status >= 300:
+            raise classify_status(status, text, retry_after)
 
     def close(self) -> None:
-        """Nothing to release: each write is one request."""
+        """Close the kept-alive connection."""
+        self._http.clear()
 
 
 class InfluxV1Sink(_HttpLineSink):
@@ -135,16 +131,10 @@ class InfluxV1Sink(_HttpLineSink):
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         if "Authorization" in self._headers:
             headers["Authorization"] = self._headers["Authorization"]
-        req = urllib.request.Request(self._query_url, data=body, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=self._timeout_s, context=self._ssl) as resp:
-                resp.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode("utf-8", "replace").strip()[:200]
-            raise SinkError(Action.RETRY, f"cannot create database {self._database!r}: HTTP {exc.code}: "
-                                          f"{detail} (the user needs admin rights, or create it by hand)") from None
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-            raise SinkError(Action.RETRY, f"cannot reach {self._query_url}: {getattr(exc, 'reason', exc)}") from None
+        status, text, _ = self.post(self._query_url, body, headers)
+        if status >= 300:
+            raise SinkError(Action.RETRY, f"cannot create database {self._database!r}: HTTP {status}: "
+                                          f"{text.strip()[:200]} (the user needs admin rights, or create it by hand)")
 
 
 class InfluxV2Sink:

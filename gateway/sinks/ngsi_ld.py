@@ -1,8 +1,9 @@
 """NGSI-LD sink: KPI windows as Smart Data Models entities, by batch upsert to an NGSI-LD broker.
 
 `POST {url}/ngsi-ld/v1/entityOperations/upsert?options=update` with `application/ld+json` bodies (each entity
-carries its @context), through urllib3 (pooled keep-alive connections, TLS with a CA file; its own retries off:
-retry, backoff, splitting and dead letters live once, in the core's `Delivery`). A 207 multi-status naming
+carries its @context), through urllib3 (gateway/sinks/http_pool.py: a kept-alive connection, TLS with a CA file,
+the environment's proxy; its own retries off: retry, backoff, splitting and dead letters live once, in the
+core's `Delivery`). A 207 multi-status naming
 refused entities splits the batch, so the core isolates and dead-letters the refused window alone. The mapping is
 gateway/sinks/ngsi_ld_mapping.py; docs/feeds.md "NGSI-LD" explains it.
 """
@@ -19,6 +20,7 @@ import urllib3
 
 from gateway.journal import KIND_KPI, Entry
 from gateway.sinks.base import Action, SinkError
+from gateway.sinks.http_pool import http_pool
 from gateway.sinks.influx import classify_status
 from gateway.sinks.ngsi_ld_mapping import EntityMapper, request_rounds
 
@@ -53,12 +55,7 @@ class NgsiLdSink:
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         self._timeout = urllib3.Timeout(total=timeout_s)
-        tls: dict[str, Any] = {}
-        if ca_file is not None:
-            tls["ca_certs"] = str(ca_file)
-        if not verify_tls:
-            tls["cert_reqs"] = "CERT_NONE"
-        self._http = urllib3.PoolManager(num_pools=2, maxsize=1, retries=False, **tls)
+        self._http = http_pool(self._url, ca_file, verify_tls)
         self._unplaced: set[str] = set()
         self.requests = 0  # upsert requests that succeeded
         self.entities_sent = 0

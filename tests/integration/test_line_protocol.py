@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import urllib3
 
 from aggregators.kpi import KpiPoint
 from devices.reading import Reading
@@ -16,8 +17,10 @@ from gateway.journal import Entry, Journal, reading_row
 from gateway.lineproto import entry_line, entry_lines
 from gateway.metrics import Metrics
 from gateway.sinks.base import Action, Delivery, SinkError
+from gateway.sinks.http_pool import http_pool
 from gateway.sinks.influx import InfluxV1Sink, InfluxV2Sink
 from tests.integration.helpers import wait_for
+from tests.reliability.support import FaultProxy
 from tests.servers import InfluxV1, VictoriaMetrics
 
 T0 = 1_767_225_600_000_000_000
@@ -143,3 +146,36 @@ def test_linger_makes_fewer_larger_writes_while_readings_keep_coming(tmp_path: P
         delivery.stop()
         delivery.journal.close()
         journal.close()
+
+
+def test_writes_share_one_kept_alive_connection(tmp_path: Path, influx_v1: InfluxV1) -> None:
+    """Every write and the database creation go over one TCP connection (urllib opened one per request)."""
+    db = f"keepalive_{time.time_ns() % 10**8}"
+    proxy = FaultProxy(influx_v1.url)
+    sink = InfluxV1Sink("t", proxy.url, db, create_database=True)
+    journal = Journal(tmp_path / "j.sqlite")
+    try:
+        for i in range(3):
+            journal.append([Reading("dev-1", "pm2_5", float(i), "ug/m3", T0 + i * 10**9)])
+        with pytest.raises(SinkError, match="was missing: created it"):
+            sink.write(journal.read_after(0, 1))
+        for seq in range(3):
+            sink.write(journal.read_after(seq, 1))
+        assert len(influx_v1.query("SELECT value FROM reading", db=db)) == 3
+        assert [status for _, _, status in proxy.log] == [404, 200, 204, 204, 204]  # write, CREATE, 3 writes
+        assert proxy.connections == 1
+    finally:
+        sink.close()
+        proxy.close()
+        journal.close()
+
+
+def test_http_sinks_use_the_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("http_proxy", "http://proxy.city.example:3128")
+    monkeypatch.setenv("no_proxy", "influx.local")
+    proxied = http_pool("http://influx.city.example:8086/write")
+    assert isinstance(proxied, urllib3.ProxyManager) and proxied.proxy is not None
+    assert (proxied.proxy.host, proxied.proxy.port) == ("proxy.city.example", 3128)
+    assert not isinstance(http_pool("http://influx.local:8086/write"), urllib3.ProxyManager)
+    monkeypatch.delenv("http_proxy")
+    assert not isinstance(http_pool("http://influx.city.example:8086/write"), urllib3.ProxyManager)

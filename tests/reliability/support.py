@@ -187,10 +187,16 @@ class FaultProxy:
         self.script = list(script or [])
         self.log: list[tuple[float, str, int]] = []
         self.headers_seen: list[dict[str, str]] = []
+        self.connections = 0  # TCP connections accepted (HTTP/1.1 keeps one open for many requests)
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                with proxy._lock:
+                    proxy.connections += 1
+                super().setup()
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
