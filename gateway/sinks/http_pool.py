@@ -18,7 +18,7 @@ __all__ = ["http_pool"]
 
 
 def http_pool(url: str, ca_file: Path | None = None, verify_tls: bool = True) -> urllib3.PoolManager:
-    """A one-connection pool for the server of `url`, through the proxy `http(s)_proxy` names for it unless
+    """One kept-alive connection to the server of `url`, through the proxy `http(s)_proxy` names for it unless
     `no_proxy` exempts it (as curl and urllib do)."""
     tls: dict[str, Any] = {}
     if ca_file is not None:
@@ -28,5 +28,5 @@ def http_pool(url: str, ca_file: Path | None = None, verify_tls: bool = True) ->
     parts = urllib.parse.urlsplit(url)
     proxy = urllib.request.getproxies().get(parts.scheme)
     if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
-        return urllib3.ProxyManager(proxy, num_pools=2, maxsize=1, retries=False, **tls)
-    return urllib3.PoolManager(num_pools=2, maxsize=1, retries=False, **tls)
+        return urllib3.ProxyManager(proxy, num_pools=1, maxsize=1, retries=False, **tls)
+    return urllib3.PoolManager(num_pools=1, maxsize=1, retries=False, **tls)

@@ -3,9 +3,9 @@
 `POST {url}/ngsi-ld/v1/entityOperations/upsert?options=update` with `application/ld+json` bodies (each entity
 carries its @context), through urllib3 (gateway/sinks/http_pool.py: a kept-alive connection, TLS with a CA file,
 the environment's proxy; its own retries off: retry, backoff, splitting and dead letters live once, in the
-core's `Delivery`). A 207 multi-status naming
-refused entities splits the batch, so the core isolates and dead-letters the refused window alone. The mapping is
-gateway/sinks/ngsi_ld_mapping.py; docs/feeds.md "NGSI-LD" explains it.
+core's `Delivery`). A 207 multi-status naming refused entities splits the batch, so the core isolates and
+dead-letters the refused window alone. The mapping is gateway/sinks/ngsi_ld_mapping.py; docs/feeds.md "NGSI-LD"
+explains it.
 """
 
 from __future__ import annotations
