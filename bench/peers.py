@@ -35,9 +35,9 @@ def pin(cmd: list[str], core: int = 1) -> list[str]:
 
 
 def keep_off_consumer_core(pid: int, core: int = 0) -> None:
-    """Move every thread of a process (the broker, influxd, the bench itself) onto `core`, away from the
-    consumer's: what the bench measures with (count queries cost influxd tens of ms each) then never takes the
-    core it measures. Threads started later inherit the mask of the thread that starts them."""
+    """Move every thread of a process onto `core`, away from the consumer's. bench/run.py moves only itself
+    (and so the publishers it starts): the broker and influxd stay free to use either core, as the issue's
+    set-up has them. Threads started later inherit the mask of the thread that starts them."""
     if not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2:
         return
     for task in Path(f"/proc/{pid}/task").iterdir():
