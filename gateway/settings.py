@@ -184,14 +184,13 @@ class DeviceConfig(Coordinates):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, value: str) -> str:
-        from devices.registry import KINDS
+        from devices.registry import kind_names
 
-        kind = KINDS.get(value)
-        serial_kinds = sorted(k for k, v in KINDS.items() if v.link != "mqtt")
-        if kind is None:
-            raise ValueError(f"unknown device kind {value!r}; serial/Modbus kinds: {', '.join(serial_kinds)}")
-        if kind.link == "mqtt":
+        if value in kind_names("mqtt"):
             raise ValueError(f"{value!r} is an MQTT payload format: configure it under [[mqtt.routes]]")
+        serial_kinds = kind_names("serial", "modbus")
+        if value not in serial_kinds:
+            raise ValueError(f"unknown device kind {value!r}; serial/Modbus kinds: {', '.join(serial_kinds)}")
         return value
 
 
@@ -217,9 +216,9 @@ class MqttRoute(Coordinates):
     @field_validator("format")
     @classmethod
     def _known_format(cls, value: str) -> str:
-        from devices.registry import KINDS
+        from devices.registry import kind_names
 
-        formats = sorted(k for k, v in KINDS.items() if v.link == "mqtt")
+        formats = kind_names("mqtt")
         if value not in formats:
             raise ValueError(f"unknown MQTT payload format {value!r}; formats: {', '.join(formats)}")
         return value
