@@ -585,11 +585,12 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 t0 = time.monotonic()
                 try:
-                    runs.setdefault(name, []).append(step())
+                    row = step()
                 except Exception as exc:  # one failed row (a timeout on a loaded machine) must not lose the others
                     failed[name] = f"{type(exc).__name__}: {exc}"
                     print(f"  {name}: FAILED {failed[name]}", file=sys.stderr, flush=True)
                     continue
+                runs.setdefault(name, []).append(row)  # not before the step: a failed row has no rounds
                 print(f"  {name}: {runs[name][-1]}  ({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
         results = {name: median_run(rows) for name, rows in runs.items()}
     shutil.rmtree(tmp, ignore_errors=True)
