@@ -11,6 +11,7 @@ no assertion on timing, only measurements.
 from __future__ import annotations
 
 import argparse
+import compileall
 import itertools
 import os
 import shutil
@@ -518,6 +519,16 @@ def bench_devices(broker: Mosquitto, influx: InfluxV1, tmp: Path, devices: int, 
         gw.stop()
 
 
+def compile_bytecode() -> None:
+    """Compile citygw's modules to bytecode first, as pip does when it installs the wheel on a kit.
+
+    In a checkout run with PYTHONDONTWRITEBYTECODE=1 (this machine's environment), every `citygw run` compiled
+    its ~100 modules from source, which a kit never does: 0.35 MB more RSS at start, and CPU at every start.
+    """
+    for package in ("gateway", "devices", "ingest", "aggregators"):
+        compileall.compile_dir(REPO / package, quiet=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks and print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -535,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.peers and not node_available():
         parser.error("--peers needs node and npm on PATH")
+    compile_bytecode()
     scale = args.scale * (0.1 if args.quick else 1.0)
     n = max(100, int(50_000 * scale))
     # Throughput rows run long enough (10-20 s) that start-up and the last batch's linger do not decide them:
