@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -87,6 +86,8 @@ def _make_user(root: Path, conf: Path, notes: list[str]) -> None:
     if sysusers is None:
         raise RuntimeError("systemd-sysusers is missing: install systemd (apt-get install systemd)")
     cmd = [sysusers, str(conf)] if root == Path("/") else [sysusers, f"--root={root}", str(conf)]
+    import subprocess  # here, not at the top: `citygw run` builds this command's parser but never installs
+
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
@@ -140,6 +141,8 @@ def install(root: Path = Path("/"), config_source: Path | None = None, exec_path
         _own(secret, account.uid, account.gid, 0o600, notes)
 
     if root == Path("/") and enable:
+        import subprocess  # as in _make_user
+
         for cmd in (["systemctl", "daemon-reload"], ["systemctl", "enable", UNIT_NAME]):
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
