@@ -62,3 +62,6 @@ def test_the_mapping_lists_every_kind_and_refuses_unknown_ones() -> None:
     assert "sds011" in kind_names("serial", "modbus") and "json" not in kind_names("serial", "modbus")
     with pytest.raises(KeyError, match="unknown device kind 'nope'; known kinds: airrohr, bswa_slm"):
         get_kind("nope")
+    for module_name in ("os", "devices.sds011", "json_mapping"):  # a name is looked up, never imported
+        with pytest.raises(KeyError):
+            KINDS[module_name]
