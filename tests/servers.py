@@ -83,11 +83,56 @@ def require_binary(path: str, package: str) -> str:
     pytest.skip(message)
 
 
+# Ports for test servers come from below Linux's ephemeral range (32768-60999 by default), one slice per
+# pytest-xdist worker. A port the kernel picks (bind to 0) lies inside that range, so any client's outgoing
+# connection may take it as its local port while a server is stopped for a fault, and the restart, which must
+# come back on the same port, then fails with "address already in use" (it did, in CI, for influxd's RPC port).
+# Below the range no outgoing connection takes a port, and separate slices keep the workers apart.
+_PORT_LOW = 12000
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands to outgoing connections (Linux's default when it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORT_HIGH = max(_PORT_LOW + 1000, min(32000, _ephemeral_low()))
+
+
+def _port_slice() -> range:
+    """This process's slice of the test port range: one per pytest-xdist worker, the whole range otherwise."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker) if worker.isdigit() else 0
+    size = (_PORT_HIGH - _PORT_LOW) // max(count, 1)
+    start = _PORT_LOW + (index % max(count, 1)) * size
+    return range(start, start + size)
+
+
+_port_lock = threading.Lock()
+_port_slice_of_process = _port_slice()
+# Start at a place that differs between runs, so a run does not meet the last run's ports in TIME_WAIT.
+_next_port = _port_slice_of_process.start + os.getpid() % len(_port_slice_of_process)
+
+
 def free_port(host: str = HOST) -> int:
-    """Return a TCP port that is free on `host` right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """Return a TCP port that is free on `host` now and outside the kernel's range for outgoing connections."""
+    global _next_port
+    ports = _port_slice_of_process
+    with _port_lock:
+        for _ in range(len(ports)):
+            port = _next_port
+            _next_port = ports.start + (port + 1 - ports.start) % len(ports)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue  # taken, or still in TIME_WAIT: try the next one
+                return port
+    raise ServerError(f"no free port in {ports.start}-{ports.stop - 1} on {host}")
 
 
 def _http(

@@ -21,7 +21,16 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from tests.servers import HOST, MQTT_PASSWORD, MQTT_USER, InfluxV1, Mosquitto, ServerError, VictoriaMetrics
+from tests.servers import (
+    HOST,
+    MQTT_PASSWORD,
+    MQTT_USER,
+    InfluxV1,
+    Mosquitto,
+    ServerError,
+    VictoriaMetrics,
+    free_port,
+)
 from tests.tls import TlsFiles, available_backends, make_tls_files
 
 TIMEOUT_S = 10.0
@@ -244,6 +253,19 @@ def test_port_taken_before_first_start_moves_but_restart_keeps_it(tmp_path: Path
                 broker.start()
         finally:
             broker.close()
+
+
+def test_free_ports_lie_below_the_outgoing_range_and_skip_taken_ones() -> None:
+    # Outgoing connections take local ports from ip_local_port_range; a server's port must never be one of
+    # them, or a client may hold it while the server is down for a fault and the restart cannot bind.
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    first = free_port()
+    with socket.socket() as squatter:
+        squatter.bind((HOST, first + 1))  # the next port in line is taken: free_port must pass over it
+        ports = [free_port() for _ in range(50)]
+    assert all(port < low for port in [first, *ports])
+    assert first + 1 not in ports
+    assert len(set(ports)) == len(ports) and first not in ports
 
 
 def test_bad_config_reports_log_tail(tmp_path: Path) -> None:
