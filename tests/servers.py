@@ -105,10 +105,10 @@ _PORT_HIGH = max(_PORT_LOW + 1000, min(32000, _ephemeral_low()))
 def _port_slice() -> range:
     """This process's slice of the test port range: one per pytest-xdist worker, the whole range otherwise."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
-    index = int(worker) if worker.isdigit() else 0
-    size = (_PORT_HIGH - _PORT_LOW) // max(count, 1)
-    start = _PORT_LOW + (index % max(count, 1)) * size
+    count = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1), 1)
+    index = int(worker) % count if worker.isdigit() else 0
+    size = (_PORT_HIGH - _PORT_LOW) // count
+    start = _PORT_LOW + index * size
     return range(start, start + size)
 
 
