@@ -86,13 +86,8 @@ class MqttSource:
             return
         self.generation += 1
         set_nodelay(client)
-        self.connected = True
-        self.on_connection(True)
-        log.info("connected to MQTT broker %s:%d (session present: %s)%s", self.opts.host, self.opts.port,
-                 getattr(flags, "session_present", "?"),
-                 f" after {self.failed_attempts} failed attempt(s)" if self.failed_attempts else "")
-        self.takeover.connected(self.failed_attempts)
-        self.failed_attempts = 0
+        # Subscribe first: "connected" (the flag, the health check, the log line) then means the routes' SUBSCRIBE
+        # is on its way, as with the bulk client, so a publisher that waits for it loses nothing on a new session.
         stale = self.memory.before_subscribe([r.topic for r in self.routes])
         if self.routes:
             client.subscribe([(r.topic, r.qos) for r in self.routes])
@@ -100,6 +95,13 @@ class MqttSource:
             _, mid = client.unsubscribe(stale)
             if mid is not None:
                 self._unsubscribing[mid] = stale
+        self.connected = True
+        self.on_connection(True)
+        log.info("connected to MQTT broker %s:%d (session present: %s)%s", self.opts.host, self.opts.port,
+                 getattr(flags, "session_present", "?"),
+                 f" after {self.failed_attempts} failed attempt(s)" if self.failed_attempts else "")
+        self.takeover.connected(self.failed_attempts)
+        self.failed_attempts = 0
 
     def _on_unsubscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
         stale = self._unsubscribing.pop(mid, None)
