@@ -18,6 +18,7 @@ import paho.mqtt.client as mqtt
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
+INPUT_CONNECTED = "citygw.mqtt: connected to MQTT broker"  # the input's line (the feed logs as citygw.feed)
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
@@ -82,6 +83,13 @@ class GatewayProcess:
     def log(self) -> str:
         """Everything the gateway printed."""
         return self.log_path.read_text(errors="replace")
+
+    def input_connections(self) -> int:
+        """How often the MQTT input connected: it logs each connection once its SUBSCRIBE is on the way.
+
+        Wait for this before publishing, not for the feed's `online`: the feed has a connection of its own.
+        """
+        return self.log().count(INPUT_CONNECTED)
 
 
 class FeedSubscriber:

@@ -88,6 +88,7 @@ def test_kit_end_to_end(tmp_path: Path, mosquitto: Mosquitto, influx_v1: InfluxV
     gateway = GatewayProcess(config, tmp_path / "gateway.log", env={"E2E_TOKEN": "s3cret-token"}).start()
     try:
         wait_for(lambda: "status" in str(feed.snapshot()), 30, "the gateway's online status on the feed")
+        wait_for(lambda: gateway.input_connections() == 1, 30, "the MQTT input subscribed")
         assert gateway.proc is not None
         wait_for(lambda: port_open_by(gateway.proc.pid, pms.port), 30, "the gateway to open the pty")
         time.sleep(0.5)  # pyserial configures the port and flushes its input just after opening it
