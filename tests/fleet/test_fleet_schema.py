@@ -82,7 +82,7 @@ def test_three_kits_same_device_ids_one_database(tmp_path: Path, mosquitto: Mosq
             p.start()
         # The kits subscribe once running; their input is published only then (QoS 1, persistent sessions).
         for p in procs:
-            wait_for(lambda p=p: "connected to MQTT broker" in p.log(), 60,  # type: ignore[misc]
+            wait_for(lambda p=p: p.input_connections(), 60,  # type: ignore[misc]
                      f"{p.config.parent.name} to connect to the broker")
         time.sleep(1.0)  # the SUBSCRIBE follows the CONNACK it logs; a fresh session gets nothing before it
         messages = [(f"{gw}/sensors/{dev}/json", json_mapping.encode(dev, ts, {"noise_laeq": _value(k, d, i)}))

@@ -101,7 +101,7 @@ def test_fleet_view_terminal_json_and_chromium(tmp_path: Path, mosquitto: Mosqui
         wait_for(lambda: [k["state"] for k in _kits(_fleet_json(url)).values()] == ["online"] * 3, 90,
                  "three kits online in the fleet view")
         for kit in kits:
-            wait_for(lambda kit=kit: "connected to MQTT broker" in kit.log(), 60, "the kit's MQTT input")  # type: ignore[misc]
+            wait_for(lambda kit=kit: kit.input_connections(), 60, "the kit's MQTT input")  # type: ignore[misc]
         time.sleep(1.0)  # the SUBSCRIBE follows the CONNACK the kit logs
         base = (time.time_ns() // (10 * S)) * 10 * S - 40 * S
         publish_all(mosquitto.port, [
